@@ -1,0 +1,27 @@
+# One command to run the service, one to run the tests (see README.md).
+export RASA_TELEMETRY_ENABLED := false
+export TF_CPP_MIN_LOG_LEVEL := 2
+VENV := .venv/bin
+
+.PHONY: install run train test lint bench clean
+
+install:
+	@scripts/bootstrap.sh
+
+run: install
+	$(VENV)/bot run
+
+train: install
+	$(VENV)/bot train
+
+lint: install
+	$(VENV)/ruff check .
+
+test: install lint
+	$(VENV)/python -m pytest
+
+bench: install
+	$(VENV)/python bench/latency.py
+
+clean:
+	rm -rf models var .pytest_cache

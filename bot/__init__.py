@@ -1,0 +1,1 @@
+"""Jade Mart customer-service assistant: the service package."""

@@ -1,0 +1,375 @@
+"""The `bot` command: run, train, shell.
+
+Wiring only: which processes the service has and how they find each other.
+Process handling is in bot.supervisor, models in bot.training, the embedded
+Redis in bot.redis_server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import sys
+from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+from bot.redis_server import EmbeddedRedis, RedisUnavailable, free_port, mask_url, ping_url
+from bot.settings import Settings, get_settings
+from bot.supervisor import (
+    ChildSpec,
+    ReadyCheck,
+    StartFailed,
+    Supervisor,
+    http_get,
+    http_ready,
+    json_has,
+    port_is_free,
+    shown_path,
+)
+from bot.training import (
+    TrainingError,
+    TrainingInterrupted,
+    ensure_model,
+    latest_model,
+    model_is_current,
+)
+
+REST_WEBHOOK = "/webhooks/rest/webhook"
+# Rasa takes its API token only as a command-line argument, which every local
+# user can read with `ps`. This stub hands it over through the environment.
+_TOKEN_PLACEHOLDER = "@BOT_API_TOKEN"
+_RASA_WITH_ENV_TOKEN = (
+    "import os, sys; "
+    f"sys.argv = ['rasa'] + [os.environ['BOT_API_TOKEN'] if a == {_TOKEN_PLACEHOLDER!r} else a "
+    "for a in sys.argv[1:]]; "
+    "from rasa.__main__ import main; main()"
+)
+
+
+class CliError(Exception):
+    """A problem the user can fix; printed without a traceback."""
+
+
+# --- pieces -----------------------------------------------------------------------
+
+
+def api_token(settings: Settings) -> tuple[str, str]:
+    """The Rasa API token and where it comes from (never the token in output).
+
+    BOT_API_TOKEN wins; otherwise one is generated once into var/api_token, so
+    clients keep working across restarts.
+    """
+    if settings.api_token:
+        return settings.api_token, "BOT_API_TOKEN"
+    path = settings.var_dir / "api_token"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        # O_EXCL: two processes starting at once can't both write a token.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        os.chmod(path, 0o600)
+        token = path.read_text().strip()
+        if not token:
+            raise CliError(f"{path} is empty; delete it to get a new token") from None
+        return token, shown_path(path)
+    token = secrets.token_urlsafe(32)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(token + "\n")
+    return token, shown_path(path)
+
+
+def redis_port() -> int:
+    # Not in Settings: only the embedded Redis uses it.
+    raw = os.environ.get("BOT_REDIS_PORT")
+    if not raw:
+        return free_port()
+    try:
+        return int(raw)
+    except ValueError:
+        raise CliError(f"BOT_REDIS_PORT must be a whole number, got {raw!r}") from None
+
+
+@dataclass
+class RedisPlan:
+    url: str
+    spec: ChildSpec | None  # None: an external Redis (REDIS_URL)
+    guard: AbstractContextManager[None]  # held while the service runs
+    description: str
+
+
+def plan_redis(settings: Settings) -> RedisPlan:
+    if settings.redis_url:
+        ping_url(settings.redis_url)
+        return RedisPlan(settings.redis_url, None, nullcontext(), "REDIS_URL")
+    data_dir = settings.var_dir / "redis"
+    embedded = EmbeddedRedis(data_dir, redis_port())
+    return RedisPlan(
+        embedded.url,
+        embedded.child_spec(),
+        embedded.lock(),
+        f"embedded, data in {shown_path(data_dir)}",
+    )
+
+
+def child_env(settings: Settings, redis_url: str) -> dict[str, str]:
+    """What every child gets on top of our environment."""
+    return {
+        "REDIS_URL": redis_url,
+        "TRACKER_DATABASE_URL": settings.tracker_db_url,
+        "ACTION_ENDPOINT_URL": settings.action_endpoint_url,
+        "RASA_TELEMETRY_ENABLED": "false",
+        # Logs reach var/log/ as they happen, not when a buffer fills.
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def action_server_spec(settings: Settings, env: dict[str, str]) -> ChildSpec:
+    port = settings.action_port
+    return ChildSpec(
+        name="actions",
+        argv=[sys.executable, "-m", "rasa_sdk", "--actions", "actions", "--port", str(port)],
+        # rasa_sdk binds 0.0.0.0 unless SANIC_HOST says otherwise; only Rasa calls it.
+        env={**env, "SANIC_HOST": "127.0.0.1"},
+        cwd=settings.root,
+        ready=http_ready(f"http://127.0.0.1:{port}/health"),
+        ready_timeout=120.0,
+    )
+
+
+def _local(host: str) -> str:
+    """Where to connect to a server bound to `host`."""
+    return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+
+
+def _optional_files(root: Path, **flags: str) -> list[str]:
+    # Passed only when present, so a missing file isn't a confusing Rasa error.
+    found: list[str] = []
+    for flag, name in flags.items():
+        if (root / name).is_file():
+            found += [f"--{flag}", name]
+    return found
+
+
+def rasa_ready(status_url: str) -> ReadyCheck:
+    """Ready when /status names the loaded model.
+
+    Rasa opens its port only after trying to load the model, and keeps
+    running without one if that failed: then any answer but 200 is final.
+    """
+    has_model = json_has("model_file")
+
+    def check() -> bool:
+        answer = http_get(status_url)
+        if answer is None:
+            return False
+        status, body = answer
+        if status == 200 and has_model(body):
+            return True
+        if status == 401:
+            raise StartFailed("Rasa rejected the API token")
+        raise StartFailed(f"Rasa is up without a model (GET /status: HTTP {status})")
+
+    return check
+
+
+def rasa_server_spec(settings: Settings, model: Path, token: str, env: dict[str, str]) -> ChildSpec:
+    port = settings.rasa_port
+    status_url = f"http://{_local(settings.host)}:{port}/status"
+    argv = [sys.executable, "-c", _RASA_WITH_ENV_TOKEN, "run", "--enable-api"]
+    argv += ["--auth-token", _TOKEN_PLACEHOLDER, "-i", settings.host, "-p", str(port)]
+    argv += ["--model", str(model)]
+    argv += _optional_files(settings.root, endpoints="endpoints.yml", credentials="credentials.yml")
+    return ChildSpec(
+        name="rasa",
+        argv=argv,
+        env={**env, "BOT_API_TOKEN": token},
+        cwd=settings.root,
+        # Rasa reads the token from the query string only.
+        ready=rasa_ready(f"{status_url}?token={quote(token, safe='')}"),
+        ready_timeout=600.0,
+        waiting="loading the model, usually 20–70 s",
+    )
+
+
+def rasa_shell_spec(settings: Settings, model: Path, env: dict[str, str]) -> ChildSpec:
+    argv = [sys.executable, "-m", "rasa", "shell", "--model", str(model)]
+    # Its own server on a free loopback port: a running `bot run` keeps 5005.
+    argv += ["-i", "127.0.0.1", "-p", str(free_port())]
+    argv += _optional_files(settings.root, endpoints="endpoints.yml")
+    return ChildSpec(
+        name="shell",
+        argv=argv,
+        env=env,
+        cwd=settings.root,
+        foreground=True,
+    )
+
+
+def check_ports(wanted: Sequence[tuple[str, str, int]]) -> None:
+    """Fail now, not after a minute of model loading, and never talk to a stranger
+    that happens to answer our readiness check."""
+    for what, host, port in wanted:
+        if not port_is_free(host, port):
+            raise CliError(f"{host}:{port} ({what}) is already in use; is the bot already running?")
+
+
+def model_for(args: argparse.Namespace, settings: Settings) -> Path:
+    if args.model:
+        model = Path(args.model)
+        if model.is_dir():
+            found = latest_model(model)
+            if found is None:
+                raise CliError(f"no *.tar.gz model in {model}")
+            return found.resolve()
+        if not model.is_file():
+            raise CliError(f"model not found: {model}")
+        return model.resolve()
+    if args.no_train:
+        found = latest_model(settings.models_dir)
+        if found is None:
+            raise CliError(
+                f"no model in {shown_path(settings.models_dir)}; "
+                "run `bot train` (or drop --no-train)"
+            )
+        if not model_is_current(settings.root, found):
+            print(f"note: {found.name} may be older than the training data (--no-train)")
+        return found
+    return ensure_model(settings.root, settings.models_dir, _train_log(settings), sys.stdout)
+
+
+def _train_log(settings: Settings) -> Path:
+    return settings.var_dir / "log" / "train.log"
+
+
+def _log_dir(settings: Settings) -> Path:
+    return settings.var_dir / "log"
+
+
+# --- commands ------------------------------------------------------------------------
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    log = _train_log(settings)
+    ensure_model(settings.root, settings.models_dir, log, sys.stdout, force=args.force)
+    return 0
+
+
+_ACTION_PORT = "action server, BOT_ACTION_PORT"
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    # Everything that can fail fast does, before minutes of training.
+    redis = plan_redis(settings)
+    with redis.guard:
+        check_ports(
+            [
+                (_ACTION_PORT, "127.0.0.1", settings.action_port),
+                ("Rasa, BOT_RASA_PORT", settings.host, settings.rasa_port),
+            ]
+        )
+        token, token_source = api_token(settings)
+        model = model_for(args, settings)
+        env = child_env(settings, redis.url)
+        children = [
+            *([redis.spec] if redis.spec else []),
+            action_server_spec(settings, env),
+            rasa_server_spec(settings, model, token, env),
+        ]
+
+        def summary() -> None:
+            rasa_url = f"http://{_local(settings.host)}:{settings.rasa_port}"
+            bound = "" if settings.host == "127.0.0.1" else f" (bound to {settings.host})"
+            rows = [
+                ("Redis", f"{mask_url(redis.url)} ({redis.description})"),
+                ("action server", settings.action_endpoint_url),
+                ("Rasa", f"{rasa_url}{bound}, model {model.name}"),
+                ("REST channel", f"POST {rasa_url}{REST_WEBHOOK}"),
+                ("API token", f"in {token_source}"),
+                ("tracker store", mask_url(settings.tracker_db_url)),
+                ("logs", f"{shown_path(_log_dir(settings))}/"),
+            ]
+            print("\nJade Mart bot is running (Ctrl-C to stop)")
+            for label, value in rows:
+                print(f"  {label:<14} {value}")
+            sys.stdout.flush()
+
+        return Supervisor(children, _log_dir(settings)).run(on_ready=summary)
+
+
+def cmd_shell(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    redis = plan_redis(settings)
+    with redis.guard:
+        check_ports([(_ACTION_PORT, "127.0.0.1", settings.action_port)])
+        model = model_for(args, settings)
+        env = child_env(settings, redis.url)
+        children = [
+            *([redis.spec] if redis.spec else []),
+            action_server_spec(settings, env),
+            rasa_shell_spec(settings, model, env),
+        ]
+        return Supervisor(children, _log_dir(settings)).run()
+
+
+# --- entry point ------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bot", description="Jade Mart customer-service bot")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def model_options(command: argparse.ArgumentParser) -> None:
+        group = command.add_mutually_exclusive_group()
+        group.add_argument(
+            "--no-train", action="store_true", help="use the latest model even if data changed"
+        )
+        group.add_argument("--model", metavar="PATH", help="use this model (file or directory)")
+
+    run = commands.add_parser(
+        "run", help="train if needed, then start Redis, the action server and Rasa"
+    )
+    model_options(run)
+    run.set_defaults(func=cmd_run)
+
+    train_cmd = commands.add_parser("train", help="train a model if the inputs changed")
+    train_cmd.add_argument("--force", action="store_true", help="train even if nothing changed")
+    train_cmd.set_defaults(func=cmd_train)
+
+    shell = commands.add_parser("shell", help="talk to the bot in the terminal")
+    model_options(shell)
+    shell.set_defaults(func=cmd_shell)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # Children inherit it; there is no network here and users expect it off.
+    os.environ["RASA_TELEMETRY_ENABLED"] = "false"
+    try:
+        return int(args.func(args))
+    except (TrainingInterrupted, KeyboardInterrupt):
+        # KeyboardInterrupt: Ctrl-C between steps, before any child started.
+        print("\nstopped")
+        # `bot train` was asked for a model and has none; `run`/`shell` were told to stop.
+        return 130 if args.command == "train" else 0
+    except TrainingError as error:
+        print(f"bot: {error}", file=sys.stderr)
+        if error.log_tail:
+            print(f"--- last {len(error.log_tail)} lines of the training log ---", file=sys.stderr)
+            for line in error.log_tail:
+                print(f"  {line}", file=sys.stderr)
+            print("---", file=sys.stderr)
+        return 1
+    except (CliError, RedisUnavailable) as error:
+        print(f"bot: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

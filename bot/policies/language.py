@@ -1,0 +1,69 @@
+"""Keeps the `language` slot on the language of the customer's latest message.
+
+Rasa 3.6 can only fill slots from entities, intents or text, and a fake
+`language` entity would show up in every NLU evaluation. A policy may instead
+attach events to its prediction, applied whichever policy wins, so this one
+predicts nothing and sets the slot before the bot's answer is rendered: a
+customer who switches language gets the next answer in the new one.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Text
+
+from rasa.core.policies.policy import Policy, PolicyPrediction
+from rasa.engine.recipes.default_recipe import DefaultV1Recipe
+from rasa.engine.storage.resource import Resource
+from rasa.shared.core.domain import Domain
+from rasa.shared.core.events import SlotSet
+from rasa.shared.core.generator import TrackerWithCachedStates
+from rasa.shared.core.trackers import DialogueStateTracker
+
+from bot.nlu.language import LANGUAGE_KEY, LANGUAGES, message_language
+
+SLOT = "language"
+
+
+def language_event(tracker: DialogueStateTracker) -> Optional[SlotSet]:
+    """The slot change the latest user message calls for, if any."""
+    message = tracker.latest_message
+    if message is None or not message.text:
+        return None
+    detected = message.parse_data.get(LANGUAGE_KEY)  # type: ignore[union-attr]
+    if detected is None:
+        detected = message_language(message.text)
+    if detected not in LANGUAGES or tracker.get_slot(SLOT) == detected:
+        return None
+    return SlotSet(SLOT, detected)
+
+
+@DefaultV1Recipe.register(
+    DefaultV1Recipe.ComponentType.POLICY_WITHOUT_END_TO_END_SUPPORT, is_trainable=False
+)
+class LanguagePolicy(Policy):
+    """Sets the language slot; never predicts an action itself."""
+
+    @staticmethod
+    def get_default_config() -> Dict[Text, Any]:
+        return {"priority": 0}
+
+    def train(
+        self,
+        training_trackers: List[TrackerWithCachedStates],
+        domain: Domain,
+        **kwargs: Any,
+    ) -> Resource:
+        return self._resource
+
+    def predict_action_probabilities(
+        self,
+        tracker: DialogueStateTracker,
+        domain: Domain,
+        rule_only_data: Optional[Dict[Text, Any]] = None,
+        **kwargs: Any,
+    ) -> PolicyPrediction:
+        has_slot = any(slot.name == SLOT for slot in domain.slots)
+        event = language_event(tracker) if has_slot else None
+        return self._prediction(
+            self._default_predictions(domain), events=[event] if event else None
+        )

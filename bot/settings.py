@@ -1,0 +1,66 @@
+"""Service settings, read once from the environment.
+
+Every process of the service (the supervisor, Rasa, the action server, later
+the desk) reads its configuration here, so one place says what each variable
+means and what its default is.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Settings:
+    root: Path
+    var_dir: Path
+    models_dir: Path
+    host: str
+    rasa_port: int
+    action_port: int
+    # None means: `bot run` starts the embedded Redis and sets REDIS_URL for
+    # its children.
+    redis_url: str | None
+    tracker_db_url: str
+    api_token: str | None
+
+    @property
+    def action_endpoint_url(self) -> str:
+        return f"http://127.0.0.1:{self.action_port}/webhook"
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SystemExit(f"{name} must be a whole number, got {raw!r}") from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    root = Path(os.environ.get("BOT_ROOT", ROOT)).resolve()
+    var_dir = Path(os.environ.get("BOT_VAR_DIR", root / "var")).resolve()
+    tracker_db_url = (
+        os.environ.get("TRACKER_DATABASE_URL")
+        or os.environ.get("DATABASE_URL")
+        or f"sqlite:///{var_dir / 'tracker.db'}"
+    )
+    return Settings(
+        root=root,
+        var_dir=var_dir,
+        models_dir=Path(os.environ.get("BOT_MODELS_DIR", root / "models")).resolve(),
+        host=os.environ.get("BOT_HOST", "127.0.0.1"),
+        rasa_port=_int("BOT_RASA_PORT", 5005),
+        action_port=_int("BOT_ACTION_PORT", 5055),
+        redis_url=os.environ.get("REDIS_URL") or None,
+        tracker_db_url=tracker_db_url,
+        api_token=os.environ.get("BOT_API_TOKEN") or None,
+    )

@@ -1,0 +1,64 @@
+"""Rasa tracker and lock stores configured by URL from the environment.
+
+Rasa's own SQL and Redis stores take host/port/db fields from endpoints.yml;
+these subclasses take one URL each from the settings instead, so the embedded
+default (SQLite under var/, the embedded Redis) and the scale-out setup
+(PostgreSQL, a shared Redis) differ only in environment variables.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import redis
+from rasa.core.brokers.broker import EventBroker
+from rasa.core.lock_store import DEFAULT_SOCKET_TIMEOUT_IN_SECONDS, RedisLockStore
+from rasa.core.tracker_store import SQLTrackerStore
+from rasa.shared.core.domain import Domain
+from rasa.utils.endpoints import EndpointConfig
+
+from bot.settings import get_settings
+
+
+def sqlalchemy_url(url: str) -> str:
+    """Normalize a database URL for SQLAlchemy 1.4 and create SQLite's folder."""
+    if url.startswith("postgres://"):  # Heroku-style; SQLAlchemy 1.4 wants postgresql
+        url = "postgresql://" + url[len("postgres://") :]
+    if url.startswith("sqlite:///"):
+        Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+    return url
+
+
+class URLTrackerStore(SQLTrackerStore):
+    """SQL tracker store at settings.tracker_db_url (SQLite or PostgreSQL)."""
+
+    def __init__(
+        self,
+        domain: Optional[Domain] = None,
+        host: Optional[str] = None,
+        event_broker: Optional[EventBroker] = None,
+        **kwargs: Any,
+    ) -> None:
+        url = sqlalchemy_url(host or get_settings().tracker_db_url)
+        # SQLTrackerStore uses a host containing "://" as the whole database URL.
+        super().__init__(domain=domain, host=url, event_broker=event_broker, **kwargs)
+
+
+class RedisURLLockStore(RedisLockStore):
+    """Redis lock store at REDIS_URL (`bot run` sets it to the embedded Redis)."""
+
+    def __init__(self, endpoint_config: Optional[EndpointConfig] = None) -> None:
+        url = (endpoint_config.url if endpoint_config else None) or get_settings().redis_url
+        if not url:
+            raise RuntimeError(
+                "REDIS_URL is not set. Start the service with `bot run` (it starts "
+                "an embedded Redis), or set REDIS_URL to your Redis server."
+            )
+        prefix = endpoint_config.kwargs.get("key_prefix") if endpoint_config else None
+        super().__init__(key_prefix=prefix)
+        # Replace the client RedisLockStore made from host/port with one from the URL
+        # (which may carry a password, a database number or a unix socket).
+        self.red = redis.StrictRedis.from_url(
+            url, socket_timeout=DEFAULT_SOCKET_TIMEOUT_IN_SECONDS
+        )
