@@ -7,7 +7,7 @@ the fallback steps), kept in both languages and chosen by the language slot.
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 from rasa_sdk import Tracker
 from rasa_sdk.executor import CollectingDispatcher
@@ -55,7 +55,7 @@ def say(
     dispatcher: CollectingDispatcher,
     tracker: Tracker,
     key: str,
-    buttons: Optional[List[Dict[str, str]]] = None,
+    buttons: List[Dict[str, str]] | None = None,
 ) -> None:
     """Send TEXTS[key] in the customer's language."""
     dispatcher.utter_message(text=text(key, language(tracker)), buttons=buttons or [])

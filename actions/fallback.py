@@ -9,13 +9,12 @@ Rasa ask for a rephrase and, after a second miss, offer a person.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Text, Tuple
+from typing import Any, Dict, List, Tuple
 
 from rasa_sdk import Action, Tracker
+from rasa_sdk.events import UserUtteranceReverted
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
-
-from rasa_sdk.events import UserUtteranceReverted
 
 from actions.common import language, say, text
 
@@ -41,17 +40,29 @@ INTENT_LABELS: Dict[str, Tuple[str, str]] = {
 
 # faq/<key> -> (zh label, en label, zh question, en question)
 FAQ_TOPICS: Dict[str, Tuple[str, str, str, str]] = {
-    "business_hours": ("人工客服服务时间", "Service hours", "人工客服几点上班", "What are your opening hours?"),
-    "shipping_time": ("发货和配送时间", "Delivery times", "下单后多久能到", "How long does delivery take?"),
+    "business_hours": (
+        "人工客服服务时间", "Service hours", "人工客服几点上班", "What are your opening hours?"
+    ),
+    "shipping_time": (
+        "发货和配送时间", "Delivery times", "下单后多久能到", "How long does delivery take?"
+    ),
     "shipping_fee": ("运费", "Shipping fees", "运费怎么算", "How much is shipping?"),
-    "return_policy": ("退换货政策", "Return policy", "你们的退货政策是什么", "What is your return policy?"),
-    "payment_methods": ("支付方式", "Payment methods", "支持哪些支付方式", "Which payment methods do you accept?"),
+    "return_policy": (
+        "退换货政策", "Return policy", "你们的退货政策是什么", "What is your return policy?"
+    ),
+    "payment_methods": (
+        "支付方式", "Payment methods", "支持哪些支付方式", "Which payment methods do you accept?"
+    ),
     "invoice": ("发票", "Invoices", "怎么开发票", "How do I get an invoice?"),
-    "membership_levels": ("会员等级与权益", "Membership levels", "会员等级有哪些", "What membership levels are there?"),
+    "membership_levels": (
+        "会员等级与权益", "Membership levels", "会员等级有哪些", "What membership levels are there?"
+    ),
     "delivery_area": ("配送范围", "Delivery area", "哪些地区可以配送", "Where do you deliver?"),
     "warranty": ("保修", "Warranty", "保修期是多久", "How long is the warranty?"),
     "coupons": ("优惠券使用", "Coupons", "优惠券怎么用", "How do I use a coupon?"),
-    "price_protection": ("价格保护", "Price protection", "买完降价了能退差价吗", "Do you have price protection?"),
+    "price_protection": (
+        "价格保护", "Price protection", "买完降价了能退差价吗", "Do you have price protection?"
+    ),
     "authenticity": ("正品保证", "Genuine goods", "你们卖的是正品吗", "Are your products genuine?"),
 }
 
@@ -59,7 +70,7 @@ _SKIP = {"nlu_fallback", "out_of_scope", "affirm", "deny", "inform"}
 MAX_SUGGESTIONS = 2
 
 
-def _faq_key(tracker: Tracker) -> Optional[str]:
+def _faq_key(tracker: Tracker) -> str | None:
     selector = tracker.latest_message.get("response_selector", {}).get("faq", {})
     key = selector.get("response", {}).get("intent_response_key") or ""
     return key.split("/", 1)[1] if key.startswith("faq/") else None
@@ -87,12 +98,12 @@ def suggestions(tracker: Tracker, lang: str) -> List[Dict[str, str]]:
 
 
 class ActionDefaultAskAffirmation(Action):
-    def name(self) -> Text:
+    def name(self) -> str:
         return "action_default_ask_affirmation"
 
     async def run(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
-    ) -> List[Dict[Text, Any]]:
+    ) -> List[Dict[str, Any]]:
         lang = language(tracker)
         buttons = suggestions(tracker, lang)
         buttons.append({"title": text("none_of_these", lang), "payload": "/out_of_scope"})
@@ -101,12 +112,12 @@ class ActionDefaultAskAffirmation(Action):
 
 
 class ActionDefaultAskRephrase(Action):
-    def name(self) -> Text:
+    def name(self) -> str:
         return "action_default_ask_rephrase"
 
     async def run(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
-    ) -> List[Dict[Text, Any]]:
+    ) -> List[Dict[str, Any]]:
         say(dispatcher, tracker, "ask_rephrase")
         return []
 
@@ -114,12 +125,12 @@ class ActionDefaultAskRephrase(Action):
 class ActionDefaultFallback(Action):
     """After two misses: offer a person or a message, forget the misunderstood turn."""
 
-    def name(self) -> Text:
+    def name(self) -> str:
         return "action_default_fallback"
 
     async def run(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
-    ) -> List[Dict[Text, Any]]:
+    ) -> List[Dict[str, Any]]:
         lang = language(tracker)
         buttons = [
             {"title": text("talk_to_person", lang), "payload": "/human_handoff"},

@@ -7,7 +7,7 @@ What happens once the form has the number is chosen by rules on the
 from __future__ import annotations
 
 import re
-from typing import Any, Dict, List, Optional, Text
+from typing import Any, Dict, List
 
 from rasa_sdk import Action, FormValidationAction, Tracker
 from rasa_sdk.executor import CollectingDispatcher
@@ -18,7 +18,7 @@ from actions.common import say
 _ORDER_ID = re.compile(r"^(?:JM)?(\d{12})$", re.IGNORECASE)
 
 
-def normalize_order_id(value: Any) -> Optional[str]:
+def normalize_order_id(value: Any) -> str | None:
     """Canonical form JM + 12 digits, or None when it isn't an order number."""
     if not isinstance(value, str):
         return None
@@ -27,7 +27,7 @@ def normalize_order_id(value: Any) -> Optional[str]:
 
 
 class ValidateOrderForm(FormValidationAction):
-    def name(self) -> Text:
+    def name(self) -> str:
         return "validate_order_form"
 
     def validate_order_id(
@@ -36,7 +36,7 @@ class ValidateOrderForm(FormValidationAction):
         dispatcher: CollectingDispatcher,
         tracker: Tracker,
         domain: DomainDict,
-    ) -> Dict[Text, Any]:
+    ) -> Dict[str, Any]:
         order_id = normalize_order_id(slot_value)
         if order_id is None:
             say(dispatcher, tracker, "invalid_order_id")
@@ -46,11 +46,11 @@ class ValidateOrderForm(FormValidationAction):
 class ActionAskOrderId(Action):
     """The form's question for the order number."""
 
-    def name(self) -> Text:
+    def name(self) -> str:
         return "action_ask_order_id"
 
     async def run(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
-    ) -> List[Dict[Text, Any]]:
+    ) -> List[Dict[str, Any]]:
         say(dispatcher, tracker, "ask_order_id")
         return []

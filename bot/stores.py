@@ -9,7 +9,7 @@ default (SQLite under var/, the embedded Redis) and the scale-out setup
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import redis
 from rasa.core.brokers.broker import EventBroker
@@ -35,9 +35,9 @@ class URLTrackerStore(SQLTrackerStore):
 
     def __init__(
         self,
-        domain: Optional[Domain] = None,
-        host: Optional[str] = None,
-        event_broker: Optional[EventBroker] = None,
+        domain: Domain | None = None,
+        host: str | None = None,
+        event_broker: EventBroker | None = None,
         **kwargs: Any,
     ) -> None:
         url = sqlalchemy_url(host or get_settings().tracker_db_url)
@@ -48,7 +48,7 @@ class URLTrackerStore(SQLTrackerStore):
 class RedisURLLockStore(RedisLockStore):
     """Redis lock store at REDIS_URL (`bot run` sets it to the embedded Redis)."""
 
-    def __init__(self, endpoint_config: Optional[EndpointConfig] = None) -> None:
+    def __init__(self, endpoint_config: EndpointConfig | None = None) -> None:
         url = (endpoint_config.url if endpoint_config else None) or get_settings().redis_url
         if not url:
             raise RuntimeError(

@@ -246,17 +246,6 @@ def json_has(key: str) -> Callable[[bytes], bool]:
     return accept
 
 
-def tcp_ready(host: str, port: int, timeout: float = 1.0) -> ReadyCheck:
-    def check() -> bool:
-        try:
-            with socket.create_connection((host, port), timeout=timeout):
-                return True
-        except OSError:
-            return False
-
-    return check
-
-
 def port_is_free(host: str, port: int) -> bool:
     """Whether a server could bind host:port now (checked before a slow start)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import TextIO
@@ -172,15 +172,19 @@ _BAR = re.compile(
 class TrainProgress:
     """What `rasa train` is doing, from its output lines.
 
-    `stage` changes a dozen times per training (plain-line output prints
-    those); `detail` changes constantly (only a terminal redraws it).
+    `stage` is shown with `detail` (redrawn constantly on a terminal); `key`
+    changes once per step, and plain output prints a line only then.
     """
 
     stage: str = "starting Rasa"
     detail: str = ""
+    key: str = "starting Rasa"
     components_done: int = 0
     model_path: str | None = None
-    _component: str | None = field(default=None, repr=False)
+
+    def _step(self, stage: str) -> None:
+        self.stage = self.key = stage
+        self.detail = ""
 
     def feed(self, line: str) -> None:
         if match := _BAR.match(line):
@@ -191,24 +195,25 @@ class TrainProgress:
             else:
                 self.detail = f"{desc.lower()} {count}"
         elif match := _STARTING.search(line):
-            self._component = match[1]
-            self.stage, self.detail = f"training {match[1]}", ""
-        elif match := _FINISHED.search(line):
+            self._step(f"training {match[1]}")
+        elif _FINISHED.search(line):
+            # Not a new step: what runs next (e.g. tracker generation) isn't named.
             self.components_done += 1
-            self.detail = "done"
+            done = self.components_done
+            self.stage, self.detail = f"{done} component{'s' * (done != 1)} trained", ""
         elif match := _RESTORED.search(line):
             self.components_done += 1
-            self.stage, self.detail = f"restored {match[1]} from cache", ""
+            self._step(f"restored {match[1]} from cache")
         elif match := _SAVED.search(line):
             self.model_path = match[1]
-            self.stage, self.detail = "model saved", ""
+            self._step("model saved")
         elif _VALIDATING in line:
-            self.stage, self.detail = "validating domain and training data", ""
+            self._step("validating domain and training data")
 
     def text(self, elapsed: float) -> str:
         minutes, seconds = divmod(int(elapsed), 60)
         detail = f" — {self.detail}" if self.detail else ""
-        return f"training [{minutes:02d}:{seconds:02d}] {self.stage}{detail}"
+        return f"[{minutes:02d}:{seconds:02d}] {self.stage}{detail}"
 
 
 def split_output(buffer: str) -> tuple[list[str], str]:
@@ -270,7 +275,7 @@ def run_training(
                     lines, pending = split_output(pending + decoder.decode(chunk))
                     for line in lines:
                         progress.feed(line)
-                status.update(progress.text(time.monotonic() - began), key=progress.stage)
+                status.update(progress.text(time.monotonic() - began), key=progress.key)
             if trap.stop_requested:
                 status.done()
                 out.write("stopping training …\n")

@@ -43,7 +43,8 @@ TRACK = [
 BOTH = [
     "hi, where is my order", "hello! track my package", "good morning, order status?",
     "hey: has my parcel shipped", "hi there #where is my order",
-    "你好，我的订单到哪了", "您好，查一下物流", "早上好，快递什么时候到", "嗨，订单状态", "哈喽，包裹发货了吗",
+    "你好，我的订单到哪了", "您好，查一下物流", "早上好，快递什么时候到", "嗨，订单状态",
+    "哈喽，包裹发货了吗",
     'hello "track" my order', "hi [again], where's my order", "你好：物流信息呢",
     "hello, order JM20241123 status", "你好，我的order到哪了",
 ]

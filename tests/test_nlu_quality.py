@@ -78,7 +78,7 @@ def held_out(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
         predictions = [asyncio.run(predict(m.get("text"))) for m in test]
         errors = [
             {"text": m.get("text"), "expected": label(m), "predicted": p}
-            for m, p in zip(test, predictions)
+            for m, p in zip(test, predictions, strict=True)
             if p != label(m)
         ]
         results[language] = {

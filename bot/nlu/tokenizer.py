@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Text
+from typing import Any, Dict, List
 
 import jieba
 from rasa.engine.graph import ExecutionContext
@@ -28,7 +28,7 @@ _DIGIT = re.compile(r"\d")
 _jieba_ready = False
 
 
-def _init_jieba(extra_words: Optional[str]) -> None:
+def _init_jieba(extra_words: str | None) -> None:
     global _jieba_ready
     if _jieba_ready:
         return
@@ -63,7 +63,7 @@ class MixedTokenizer(Tokenizer):
     """jieba for Chinese runs, word rules for Latin runs, emoji as tokens."""
 
     @staticmethod
-    def get_default_config() -> Dict[Text, Any]:
+    def get_default_config() -> Dict[str, Any]:
         return {
             # A jieba user dictionary (word [freq] [tag] per line), added to ours.
             "dictionary_path": None,
@@ -74,24 +74,24 @@ class MixedTokenizer(Tokenizer):
         }
 
     @staticmethod
-    def supported_languages() -> Optional[List[Text]]:
+    def supported_languages() -> List[str] | None:
         return None
 
     @staticmethod
-    def required_packages() -> List[Text]:
+    def required_packages() -> List[str]:
         return ["jieba"]
 
     @classmethod
     def create(
         cls,
-        config: Dict[Text, Any],
+        config: Dict[str, Any],
         model_storage: ModelStorage,
         resource: Resource,
         execution_context: ExecutionContext,
-    ) -> "MixedTokenizer":
+    ) -> MixedTokenizer:
         _init_jieba(config.get("dictionary_path"))
         return cls(config)
 
-    def tokenize(self, message: Message, attribute: Text) -> List[Token]:
+    def tokenize(self, message: Message, attribute: str) -> List[Token]:
         tokens = split_mixed(message.get(attribute) or "")
         return self._apply_token_pattern(tokens)

@@ -9,7 +9,7 @@ customer who switches language gets the next answer in the new one.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Text
+from typing import Any, Dict, List
 
 from rasa.core.policies.policy import Policy, PolicyPrediction
 from rasa.engine.recipes.default_recipe import DefaultV1Recipe
@@ -24,7 +24,7 @@ from bot.nlu.language import LANGUAGE_KEY, LANGUAGES, message_language
 SLOT = "language"
 
 
-def language_event(tracker: DialogueStateTracker) -> Optional[SlotSet]:
+def language_event(tracker: DialogueStateTracker) -> SlotSet | None:
     """The slot change the latest user message calls for, if any."""
     message = tracker.latest_message
     if message is None or not message.text:
@@ -44,7 +44,7 @@ class LanguagePolicy(Policy):
     """Sets the language slot; never predicts an action itself."""
 
     @staticmethod
-    def get_default_config() -> Dict[Text, Any]:
+    def get_default_config() -> Dict[str, Any]:
         return {"priority": 0}
 
     def train(
@@ -59,7 +59,7 @@ class LanguagePolicy(Policy):
         self,
         tracker: DialogueStateTracker,
         domain: Domain,
-        rule_only_data: Optional[Dict[Text, Any]] = None,
+        rule_only_data: Dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> PolicyPrediction:
         has_slot = any(slot.name == SLOT for slot in domain.slots)
