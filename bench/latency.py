@@ -106,7 +106,7 @@ class Server:
         )
         began = time.monotonic()
         self.process = subprocess.Popen(
-            [BOT, "run", "--no-train", "--model", str(self.model)], cwd=ROOT, env=env,
+            [BOT, "run", "--model", str(self.model)], cwd=ROOT, env=env,
             stdout=(self.var / "bot.out").open("w"), stderr=subprocess.STDOUT,
             start_new_session=True,
         )
@@ -230,14 +230,15 @@ def run(model: Path, name: str, args: argparse.Namespace) -> dict[str, Any]:
 
 def table(results: dict[str, dict[str, Any]]) -> str:
     names = list(results)
+    clients = results[names[0]]["concurrent"]["clients"]
     rows = [
         ("full turn p50 ms", lambda r: r["full_turn"]["p50_ms"]),
         ("full turn p95 ms", lambda r: r["full_turn"]["p95_ms"]),
         ("full turn p99 ms", lambda r: r["full_turn"]["p99_ms"]),
         ("NLU only p50 ms", lambda r: r["nlu_only"]["p50_ms"]),
         ("NLU only p95 ms", lambda r: r["nlu_only"]["p95_ms"]),
-        ("16 clients turns/s", lambda r: r["concurrent"]["turns_per_s"]),
-        ("16 clients p95 ms", lambda r: r["concurrent"]["p95_ms"]),
+        (f"{clients} clients turns/s", lambda r: r["concurrent"]["turns_per_s"]),
+        (f"{clients} clients p95 ms", lambda r: r["concurrent"]["p95_ms"]),
         ("server start s", lambda r: r["start_s"]),
         ("Rasa server RSS MB", lambda r: r["rasa_rss_mb"]),
     ]

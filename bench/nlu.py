@@ -191,8 +191,8 @@ def without_retrieval(pipeline: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     return [dict(c) for c in pipeline if c["name"].split(".")[-1] != "ResponseSelector"]
 
 
-def ours_config() -> Dict[str, Any]:
-    config = load_yaml(PROJECT_CONFIG)
+def ours_config(path: Path = PROJECT_CONFIG) -> Dict[str, Any]:
+    config = load_yaml(path)
     return {
         "recipe": config.get("recipe", "default.v1"),
         "language": config.get("language", "zh"),
@@ -974,6 +974,9 @@ def parse_args(argv: List[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--multi-sep", default="+",
                         help="separator of multi-label intents (default '+', used if present)")
     parser.add_argument("--no-multi", action="store_true", help="labels are atomic")
+    parser.add_argument("--config", default=str(PROJECT_CONFIG.relative_to(ROOT)),
+                        help="config whose pipeline is 'ours' (default: the project's "
+                             "config.yml; relative to the project root)")
     parser.add_argument("--set", action="append", default=[], metavar="COMPONENT.KEY=VALUE",
                         help="override our pipeline's config, e.g. LinearIntentClassifier.C=10 "
                              "or CountVectorsFeaturizer[1].max_ngram=5 (repeatable)")
@@ -1006,6 +1009,8 @@ def parse_args(argv: List[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (models, logs)")
     parser.add_argument("--verbose", action="store_true", help="show Rasa's own output")
     args = parser.parse_args(argv)
+    if not Path(args.config).is_absolute():
+        args.config = str(ROOT / args.config) if not Path(args.config).exists() else args.config
     if not args.dataset and not (args.train and args.test):
         parser.error("give TRAIN.csv TEST.csv or --dataset NAME")
     if args.dataset and (args.train or args.test):
@@ -1028,7 +1033,7 @@ def grid_points(grid: List[str]) -> List[List[str]]:
 
 
 def build_ours(args: argparse.Namespace, extra_sets: Sequence[str] = ()) -> Dict[str, Any]:
-    config = ours_config()
+    config = ours_config(Path(args.config))
     for name in args.drop:
         config["pipeline"] = apply_drop(config["pipeline"], name)
     for assignment in list(args.set) + list(extra_sets):
@@ -1134,7 +1139,9 @@ def _main(args: argparse.Namespace, tmp: Path) -> int:
     for label in wanted:
         if label == "ours":
             config = build_ours(args)
-            description = (f"{PROJECT_CONFIG.name} pipeline without ResponseSelector")
+            shown = Path(args.config).resolve()
+            shown = shown.relative_to(ROOT) if shown.is_relative_to(ROOT) else shown
+            description = f"{shown} pipeline without ResponseSelector"
             overrides = [f"--set {s}" for s in args.set] + [f"--drop {d}" for d in args.drop]
         else:
             config = stock_config(args.stock_epochs)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sqlite3
 import urllib.error
+import urllib.request
 import uuid
 
 import pytest
@@ -167,3 +168,15 @@ def test_scale_out_conversation_continues_on_another_instance(scaled: list[Servi
     assert "JM202411230456" in answer
     tracker = first.get(f"/conversations/{who}/tracker")
     assert [e for e in tracker["events"] if e["event"] == "user"][-1]["text"] == "JM202411230456"
+
+
+def test_malformed_json_gets_a_400_and_the_service_carries_on(service: Service) -> None:
+    request = urllib.request.Request(
+        f"{service.url}/webhooks/rest/webhook",
+        b'{"sender": "x", "message": ',
+        {"Content-Type": "application/json"},
+    )
+    with pytest.raises(urllib.error.HTTPError) as error:
+        urllib.request.urlopen(request, timeout=30)
+    assert error.value.code == 400
+    assert service.say(sender(), "hi")[0]["text"]
