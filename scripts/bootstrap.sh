@@ -30,10 +30,10 @@ if [ ! -x .venv/bin/python ]; then
     if ! py=$(find_python); then
         cat >&2 <<'MSG'
 Python 3.10 was not found (Rasa 3.6 runs on Python 3.8-3.10 only).
-Install it, then run this command again, for example:
-  Debian/Ubuntu:  sudo apt-get install python3.10 python3.10-venv
-  pyenv:          pyenv install 3.10.13
-  macOS:          brew install python@3.10
+Install it, then run this command again. For example:
+  any Linux or macOS, with pyenv:  pyenv install 3.10.13
+  Ubuntu (deadsnakes PPA):         sudo apt-get install python3.10 python3.10-venv
+  macOS, with Homebrew:            brew install python@3.10
 Or point PYTHON at a python3.10 binary:  PYTHON=/path/to/python3.10 make run
 MSG
         exit 1
