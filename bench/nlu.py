@@ -806,7 +806,7 @@ def fmt(value: Any, key: str = "") -> str:
     if value is None:
         return "–"
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if key.endswith(("(s)", "(ms)", "(MB)")) or key.endswith("_s"):
+        if key.endswith(("(s)", "(ms)", "(MB)", "_s", "_ms", "_mb")):
             return f"{value:,.1f}" if value >= 10 else f"{value:.2f}"
         return f"{value:.4f}"
     return str(value)
