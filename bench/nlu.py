@@ -1186,6 +1186,34 @@ def _main(args: argparse.Namespace, tmp: Path) -> int:
     return 0
 
 
+def grid_markdown(report: Dict[str, Any]) -> List[str]:
+    grid, data = report["grid"], report["data"]
+    split, points, best = data["eval_split"], grid["points"], grid["best"]
+    key = grid["selected_by"].split()[0]
+    columns = ["set", key, "macro_f1", "served_accuracy"] + (
+        ["in_scope_accuracy", "oos_recall", "tuned_fallback"] if data["oos_label"] else []) + [
+        "train_time_s", "parse_p50_ms"]
+    lines = [f"# NLU grid: {report['name']} on {split} ({data['n_eval']} messages)",
+             "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for p in points:
+        lines.append("| " + " | ".join(
+            " ".join(p["set"]) if c == "set" else fmt(p.get(c), c) for c in columns) + " |")
+    lines += ["", f"Best by {key}: `{' '.join(best['set'])}`.", ""]
+    if data["oos_label"]:
+        lines += ["in_scope_accuracy / oos_recall at the configured fallback; tuned_fallback = "
+                  "threshold/ambiguity tuned on this same split, then in-scope / OOS recall "
+                  "(optimistic, only for comparing points).", ""]
+    held_out = (f"a stratified {data['dev_split']:.0%} of the training CSV (seed {data['seed']})"
+                if split == "dev" else "the validation set")
+    lines += [f"Held-out data: {held_out}; the test set is not read.", "",
+              f"Fixed: {' '.join(grid.get('fixed') or []) or 'config.yml values'}.", "",
+              f"Date {report['created']}; machine {report['machine']['nproc']} CPUs "
+              f"({report['machine']['cpu_model']}), load average at start "
+              f"{report['machine']['load_average']}.", "",
+              "Command: `" + " ".join(report["command"]) + "`", ""]
+    return lines
+
+
 def run_grid(
     args: argparse.Namespace,
     report: Dict[str, Any],
@@ -1233,26 +1261,11 @@ def run_grid(
         shutil.rmtree(tmp / f"{label}-cache", ignore_errors=True)
     key = "exact_match" if sep else "accuracy"
     best = max(points, key=lambda p: (p[key], p["macro_f1"]))
-    report["grid"] = {"points": points, "best": best, "selected_by": f"{key} on {split}"}
-    columns = ["set", key, "macro_f1", "served_accuracy"] + (
-        ["in_scope_accuracy", "oos_recall", "tuned_fallback"] if oos_label else []) + [
-        "train_time_s", "parse_p50_ms"]
-    lines = [f"# NLU grid: {report['name']} on {split} ({report['data']['n_eval']} messages)",
-             "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for p in points:
-        lines.append("| " + " | ".join(
-            " ".join(p["set"]) if c == "set" else fmt(p.get(c), c) for c in columns) + " |")
-    lines += ["", f"Best by {key}: `{' '.join(best['set'])}`.", ""]
-    if oos_label:
-        lines += ["in_scope_accuracy / oos_recall at the configured fallback; tuned_fallback = "
-                  "threshold/ambiguity tuned on this same split, then in-scope / OOS recall "
-                  "(optimistic, only for comparing points).", ""]
-    lines += [
-              f"Fixed: {' '.join('--set ' + s for s in args.set) or 'config.yml values'}"
-              f"{' '.join(' --drop ' + d for d in args.drop)}.", "",
-              f"Date {report['created']}; machine {report['machine']['nproc']} CPUs "
-              f"({report['machine']['cpu_model']}).", "",
-              "Command: `" + " ".join(report["command"]) + "`", ""]
+    report["grid"] = {
+        "points": points, "best": best, "selected_by": f"{key} on {split}",
+        "fixed": [f"--set {a}" for a in args.set] + [f"--drop {d}" for d in args.drop],
+    }
+    lines = grid_markdown(report)
     print("\n".join(lines))
     if not args.no_write:
         out_dir = Path(args.results_dir)
