@@ -18,6 +18,7 @@ lint: install
 	$(VENV)/ruff check .
 
 test: install lint
+	@scripts/ensure-chromium.sh
 	$(VENV)/python -m pytest
 
 bench: install

@@ -57,29 +57,61 @@ class CliError(Exception):
 # --- pieces -----------------------------------------------------------------------
 
 
-def api_token(settings: Settings) -> tuple[str, str]:
-    """The Rasa API token and where it comes from (never the token in output).
+def stored_secret(settings: Settings, env_name: str, filename: str) -> tuple[str, str]:
+    """A secret and where it comes from (never the secret itself, in output).
 
-    BOT_API_TOKEN wins; otherwise one is generated once into var/api_token, so
-    clients keep working across restarts.
+    The environment wins; otherwise one is generated once into var/<filename>,
+    so clients keep working across restarts.
     """
-    if settings.api_token:
-        return settings.api_token, "BOT_API_TOKEN"
-    path = settings.var_dir / "api_token"
+    if os.environ.get(env_name):
+        return os.environ[env_name], env_name
+    path = settings.var_dir / filename
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        # O_EXCL: two processes starting at once can't both write a token.
+        # O_EXCL: two processes starting at once can't both write a secret.
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         os.chmod(path, 0o600)
-        token = path.read_text().strip()
-        if not token:
-            raise CliError(f"{path} is empty; delete it to get a new token") from None
-        return token, shown_path(path)
-    token = secrets.token_urlsafe(32)
+        secret = path.read_text().strip()
+        if not secret:
+            raise CliError(f"{path} is empty; delete it to get a new secret") from None
+        return secret, shown_path(path)
+    secret = secrets.token_urlsafe(32)
     with os.fdopen(fd, "w") as fh:
-        fh.write(token + "\n")
-    return token, shown_path(path)
+        fh.write(secret + "\n")
+    return secret, shown_path(path)
+
+
+def api_token(settings: Settings) -> tuple[str, str]:
+    """The Rasa API token (BOT_API_TOKEN, else var/api_token)."""
+    if settings.api_token:
+        return settings.api_token, "BOT_API_TOKEN"
+    return stored_secret(settings, "BOT_API_TOKEN", "api_token")
+
+
+# Every ${VAR} in credentials.yml. Rasa refuses an unset one, so each gets a
+# value; empty switches that part of a channel off (see credentials.yml).
+CHANNEL_ENV = (
+    "WECHAT_TOKEN",
+    "WECHAT_APP_ID",
+    "WECHAT_APP_SECRET",
+    "WECHAT_ENCODING_AES_KEY",
+    "WECHAT_API_BASE_URL",
+    "WEB_VISITOR_SECRET",
+    "WEB_IDENTITY_SECRET",
+    "WEB_ALLOWED_ORIGINS",
+    "APP_JWT_ALGORITHM",
+    "APP_JWT_KEY",
+    "APP_PUSH_WEBHOOK_URL",
+    "APP_PUSH_WEBHOOK_SECRET",
+)
+
+
+def channel_env(settings: Settings, token: str) -> dict[str, str]:
+    env = {name: os.environ.get(name, "") for name in CHANNEL_ENV}
+    env["WEB_VISITOR_SECRET"], _ = stored_secret(settings, "WEB_VISITOR_SECRET", "web_secret")
+    env["BOT_API_TOKEN"] = token
+    return env
 
 
 def redis_port() -> int:
@@ -262,6 +294,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 _ACTION_PORT = "action server, BOT_ACTION_PORT"
 
 
+def wechat_status(rasa_url: str) -> str:
+    missing = [n for n in ("WECHAT_TOKEN", "WECHAT_APP_ID", "WECHAT_APP_SECRET")
+               if not os.environ.get(n)]
+    if missing:
+        return f"off (set {', '.join(missing)})"
+    mode = "safe mode" if os.environ.get("WECHAT_ENCODING_AES_KEY") else "plain mode"
+    return f"{rasa_url}/webhooks/wechat/webhook ({mode})"
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     settings = get_settings()
     # Everything that can fail fast does, before minutes of training.
@@ -279,7 +320,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         children = [
             *([redis.spec] if redis.spec else []),
             action_server_spec(settings, env),
-            rasa_server_spec(settings, model, token, env),
+            rasa_server_spec(settings, model, token, {**env, **channel_env(settings, token)}),
         ]
 
         def summary() -> None:
@@ -289,7 +330,11 @@ def cmd_run(args: argparse.Namespace) -> int:
                 ("Redis", f"{mask_url(redis.url)} ({redis.description})"),
                 ("action server", settings.action_endpoint_url),
                 ("Rasa", f"{rasa_url}{bound}, model {model.name}"),
-                ("REST channel", f"POST {rasa_url}{REST_WEBHOOK}"),
+                ("web widget", f"{rasa_url}/ (demo shop page)"),
+                ("WeChat", wechat_status(rasa_url)),
+                ("app", f"POST {rasa_url}/webhooks/app/messages, WebSocket /webhooks/app/ws"
+                 + ("" if os.environ.get("APP_JWT_KEY") else " (off: set APP_JWT_KEY)")),
+                ("REST channel", f"POST {rasa_url}{REST_WEBHOOK} (API token required)"),
                 ("API token", f"in {token_source}"),
                 ("tracker store", mask_url(settings.tracker_db_url)),
                 ("logs", f"{shown_path(_log_dir(settings))}/"),

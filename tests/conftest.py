@@ -14,18 +14,37 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import pytest
+
+from tests.fake_wechat import APP_ID as WECHAT_APP_ID
+from tests.fake_wechat import APP_SECRET as WECHAT_APP_SECRET
+from tests.fake_wechat import FakeWeChatAPI
+from tests.http_recorder import Recorder
+
+if TYPE_CHECKING:
+    from connectors.push import Push
 
 ROOT = Path(__file__).resolve().parent.parent
 BOT = str(Path(sys.executable).with_name("bot"))
 TOKEN = "test-api-token"
 POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
-SYSTEM_REDIS_URL = "redis://127.0.0.1:6379/14"
+# The scaled fixture flushes this database; parallel sessions pick their own.
+SYSTEM_REDIS_URL = f"redis://127.0.0.1:6379/{os.environ.get('TEST_SYSTEM_REDIS_DB', '14')}"
 START_TIMEOUT = 420
+
+# The channels' secrets in the test service (credentials.yml reads them from the env).
+WECHAT_TOKEN = "test-wechat-token"
+# 43 characters, as WeChat's console generates them.
+WECHAT_AES_KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
+WEB_VISITOR_SECRET = "test-web-visitor-secret-0123456789"
+WEB_IDENTITY_SECRET = "test-host-site-identity-secret"
+APP_JWT_SECRET = "test-app-jwt-secret-0123456789abcdef"
+APP_PUSH_WEBHOOK_SECRET = "test-app-push-webhook-secret"
 
 
 def free_port() -> int:
@@ -41,6 +60,7 @@ def base_env(**extra: str) -> dict[str, str]:
         k: v
         for k, v in os.environ.items()
         if k not in {"REDIS_URL", "DATABASE_URL", "TRACKER_DATABASE_URL", "BOT_API_TOKEN"}
+        and not k.startswith(("WECHAT_", "WEB_", "APP_"))
     }
     env.update(RASA_TELEMETRY_ENABLED="false", TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
     env.update(extra)
@@ -80,7 +100,7 @@ class Service:
 
     def say(self, sender: str, text: str) -> list[dict[str, Any]]:
         """Send a message through Rasa's REST channel; returns the bot's messages."""
-        return self.post("/webhooks/rest/webhook", {"sender": sender, "message": text}, None)
+        return self.post("/webhooks/rest/webhook", {"sender": sender, "message": text})
 
     def texts(self, sender: str, text: str) -> str:
         return "\n".join(m.get("text", "") for m in self.say(sender, text))
@@ -132,20 +152,93 @@ def stop_service(service: Service) -> int:
 
 
 @pytest.fixture(scope="session")
-def service(model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    """`bot run` on the embedded defaults: its own Redis and SQLite under var/."""
-    svc = start_service(tmp_path_factory.mktemp("embedded") / "var", {}, "bot-run")
+def wechat_api() -> Iterator[FakeWeChatAPI]:
+    """The stand-in for WeChat's API servers that every service instance talks to."""
+    fake = FakeWeChatAPI().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(scope="session")
+def app_push() -> Iterator[Recorder]:
+    """The app's push-notification service (records the webhook calls)."""
+    recorder = Recorder(lambda request: (200, {"ok": True})).start()
+    yield recorder
+    recorder.stop()
+
+
+def channel_env(wechat_api: FakeWeChatAPI, app_push: Recorder) -> dict[str, str]:
+    return {
+        "WECHAT_TOKEN": WECHAT_TOKEN,
+        "WECHAT_APP_ID": WECHAT_APP_ID,
+        "WECHAT_APP_SECRET": WECHAT_APP_SECRET,
+        "WECHAT_ENCODING_AES_KEY": WECHAT_AES_KEY,
+        "WECHAT_API_BASE_URL": wechat_api.base_url,
+        "WEB_VISITOR_SECRET": WEB_VISITOR_SECRET,
+        "WEB_IDENTITY_SECRET": WEB_IDENTITY_SECRET,
+        "APP_JWT_ALGORITHM": "HS256",
+        "APP_JWT_KEY": APP_JWT_SECRET,
+        "APP_PUSH_WEBHOOK_URL": f"{app_push.url}/push",
+        "APP_PUSH_WEBHOOK_SECRET": APP_PUSH_WEBHOOK_SECRET,
+    }
+
+
+@pytest.fixture(scope="session")
+def service(
+    model: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    wechat_api: FakeWeChatAPI,
+    app_push: Recorder,
+) -> Iterator[Service]:
+    """`bot run` on the embedded defaults: its own Redis and SQLite under var/,
+    every channel configured (WeChat's API servers faked on loopback)."""
+    svc = start_service(
+        tmp_path_factory.mktemp("embedded") / "var",
+        channel_env(wechat_api, app_push),
+        "bot-run",
+    )
     yield svc
     code = stop_service(svc)
     assert code == 0, svc.log.read_text()[-3000:]
 
 
 @pytest.fixture(scope="session")
-def scaled(model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Service]]:
+def scaled(
+    model: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    wechat_api: FakeWeChatAPI,
+    app_push: Recorder,
+) -> Iterator[list[Service]]:
     """Two service instances sharing PostgreSQL and the machine's Redis (scale-out)."""
-    shared = {"REDIS_URL": SYSTEM_REDIS_URL, "DATABASE_URL": POSTGRES_URL}
+    shared = {
+        "REDIS_URL": SYSTEM_REDIS_URL,
+        "DATABASE_URL": POSTGRES_URL,
+        **channel_env(wechat_api, app_push),
+    }
+    # A clean slate: keys left by an earlier session (cached WeChat tokens from
+    # another fake server, rate-limit buckets, outboxes) must not leak in.
+    import redis
+
+    redis.Redis.from_url(SYSTEM_REDIS_URL).flushdb()
     base = tmp_path_factory.mktemp("scaled")
     instances = [start_service(base / f"var{i}", shared, f"bot-run-{i}") for i in (1, 2)]
     yield instances
     for svc in instances:
         stop_service(svc)
+
+
+@contextmanager
+def push_from_outside(
+    redis_url: str, wechat_api: FakeWeChatAPI, app_push: Recorder
+) -> Iterator[Push]:
+    """`connectors.push.Push` as another process of the service (the desk) has it:
+    the service's credentials.yml and environment, no Rasa server of its own."""
+    from connectors.push import Push
+
+    saved = dict(os.environ)
+    os.environ.update(channel_env(wechat_api, app_push), REDIS_URL=redis_url)
+    try:
+        yield Push.from_credentials_file(ROOT / "credentials.yml")
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)

@@ -1,0 +1,52 @@
+"""A conversation's transcript as the customer saw it, read from the tracker.
+
+The tracker is the transcript (DESIGN.md): customer messages are `user`
+events, bot and agent messages `bot` events. Widgets restore it on reload and
+apps on a new device.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rasa.core.agent import Agent
+
+# What of a bot event's `data` a client can render.
+_RICH_KEYS = ("buttons", "quick_replies", "image", "attachment", "custom", "elements")
+
+
+def transcript_of(events: list[dict[str, Any]], limit: int = 200) -> list[dict[str, Any]]:
+    """[{"sender": "customer"|"bot", "text", "timestamp", ...rich}] of the last `limit`."""
+    lines: list[dict[str, Any]] = []
+    for event in events:
+        kind = event.get("event")
+        if kind == "user":
+            text = event.get("text") or ""
+            # "/intent" payloads are button clicks; show what the button said if known.
+            shown = (event.get("metadata") or {}).get("display_text") or text
+            lines.append({"sender": "customer", "text": shown, "timestamp": event["timestamp"]})
+        elif kind == "bot":
+            line: dict[str, Any] = {
+                "sender": "bot",
+                "text": event.get("text") or "",
+                "timestamp": event["timestamp"],
+            }
+            data = event.get("data") or {}
+            line.update({k: data[k] for k in _RICH_KEYS if data.get(k)})
+            agent = (event.get("metadata") or {}).get("agent")
+            if agent:
+                line["sender"] = "agent"
+                line["agent"] = agent
+            if line["text"] or len(line) > 3:
+                lines.append(line)
+    return lines[-limit:]
+
+
+async def transcript(agent: Agent, conversation_id: str, limit: int = 200) -> list[dict[str, Any]]:
+    store = agent.tracker_store
+    if store is None:
+        return []
+    tracker = await store.retrieve(conversation_id)
+    if tracker is None:
+        return []
+    return transcript_of([e.as_dict() for e in tracker.events], limit)

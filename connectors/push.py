@@ -1,0 +1,139 @@
+"""Deliver a message to a customer at any time, whatever their channel.
+
+The one interface the rest of the service (the desk, proactive messages,
+`bot push`) calls. The conversation id's prefix names the channel; the
+channel's own `get_output_channel()` (Rasa's hook for "an output channel
+usable outside a request") delivers: WeChat through the customer-service
+message API, the web widget through socket.io's Redis manager, the app
+through its outbox stream. All of them work from any process that can reach
+Redis, so it does not matter which server instance the customer is on.
+
+    push = Push.from_credentials_file("credentials.yml")
+    await push.send("wechat:oAbc…", {"text": "您好，我是客服小青"})
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from rasa.core.channels.channel import InputChannel, OutputChannel
+from rasa.shared.utils.common import class_from_module_path
+from rasa.shared.utils.io import read_config_file
+
+from connectors.identity import split_conversation_id
+
+logger = logging.getLogger(__name__)
+
+# Message keys Rasa's OutputChannel.send_response understands.
+MESSAGE_KEYS = {"text", "buttons", "quick_replies", "image", "attachment", "custom", "elements"}
+
+
+class PushError(Exception):
+    """The message could not be delivered; the text says why."""
+
+
+class UnknownChannel(PushError):
+    pass
+
+
+class DeliveryFailed(PushError):
+    """The channel's platform refused the message (e.g. WeChat 45015)."""
+
+    def __init__(self, channel: str, conversation_id: str, code: str, detail: str) -> None:
+        super().__init__(f"{channel} refused a message to {conversation_id}: {code} {detail}")
+        self.channel, self.conversation_id, self.code, self.detail = (
+            channel,
+            conversation_id,
+            code,
+            detail,
+        )
+
+
+# The desk reads failed deliveries from here to show agents why a customer
+# didn't get a message (outside WeChat's 48-hour window, quota exhausted…).
+DELIVERY_FAILURES_STREAM = "delivery:failures"
+
+
+async def record_delivery_failure(redis: Any, failure: DeliveryFailed) -> None:
+    """Append a failure to the Redis stream (capped); never raises."""
+    try:
+        await redis.xadd(
+            DELIVERY_FAILURES_STREAM,
+            {
+                "channel": failure.channel,
+                "conversation_id": failure.conversation_id,
+                "code": failure.code,
+                "detail": failure.detail,
+            },
+            maxlen=10000,
+            approximate=True,
+        )
+    except Exception:  # the failure is logged by the caller either way
+        logger.exception("could not record a delivery failure")
+
+
+def read_credentials(credentials_file: str | Path) -> dict[str, Any]:
+    """credentials.yml with ${VAR}s expanded as Rasa does, unset ones as empty
+    (which switches that part off) rather than Rasa's error: a process that
+    only pushes needn't carry every channel's secrets."""
+    raw = Path(credentials_file).read_text(encoding="utf-8")
+    missing = {n for n in re.findall(r"\$\{(\w+)\}", raw) if n not in os.environ}
+    os.environ.update(dict.fromkeys(missing, ""))
+    try:
+        return read_config_file(str(credentials_file)) or {}
+    finally:
+        for name in missing:
+            os.environ.pop(name, None)
+
+
+def load_channels(credentials_file: str | Path) -> list[InputChannel]:
+    """Our channels from credentials.yml (Rasa's built-in ones can't push)."""
+    credentials = read_credentials(credentials_file)
+    channels = []
+    for key, config in credentials.items():
+        if "." not in key:  # "rest", "socketio"…: Rasa's, no push
+            continue
+        cls = class_from_module_path(key)
+        channels.append(cls.from_credentials(config or {}))
+    return channels
+
+
+class Push:
+    def __init__(self, channels: list[InputChannel]) -> None:
+        self._channels = {channel.name(): channel for channel in channels}
+        self._outputs: dict[str, OutputChannel] = {}
+
+    @classmethod
+    def from_credentials_file(cls, credentials_file: str | Path = "credentials.yml") -> Push:
+        return cls(load_channels(credentials_file))
+
+    @property
+    def channel_names(self) -> list[str]:
+        return sorted(self._channels)
+
+    def output_for(self, conversation_id: str) -> OutputChannel:
+        channel_name, _ = split_conversation_id(conversation_id)
+        channel = self._channels.get(channel_name)
+        if channel is None:
+            raise UnknownChannel(
+                f"no channel {channel_name!r} for {conversation_id!r} "
+                f"(configured: {', '.join(self.channel_names) or 'none'})"
+            )
+        if channel_name not in self._outputs:
+            output = channel.get_output_channel()
+            if output is None:
+                raise PushError(f"channel {channel_name!r} cannot push")
+            self._outputs[channel_name] = output
+        return self._outputs[channel_name]
+
+    async def send(self, conversation_id: str, message: dict[str, Any]) -> None:
+        """Deliver one Rasa-style bot message ({"text", "buttons", "image", …})."""
+        if not isinstance(message, dict) or not MESSAGE_KEYS & message.keys():
+            raise PushError(f"nothing to send: a message needs one of {sorted(MESSAGE_KEYS)}")
+        output = self.output_for(conversation_id)
+        await output.send_response(conversation_id, dict(message))
+        logger.debug("pushed a message to %s via %s", conversation_id, output.name())

@@ -1,0 +1,139 @@
+"""Rich bot messages for channels that show only text.
+
+Besides Rasa's keys (text, buttons, quick_replies, image, attachment), the
+service sends `custom` payloads with a `type` that every channel understands:
+
+    {"type": "agent_joined", "agent": "小李"}        a person took over
+    {"type": "agent_left", "agent": "小李"}          the person handed back
+    {"type": "queue_position", "position": 3, "wait_minutes": 2}
+    {"type": "satisfaction"}                         rate the service (1–5)
+
+Widgets render them natively; text channels get a sentence (below).
+
+Buttons and quick replies become numbered options ("1. 查订单") and the
+customer may answer with the number: the options are remembered per
+conversation in Redis for a while and a bare number is read as the option's
+payload. Images and links become their URL on a line of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from redis import asyncio as aioredis
+
+OPTIONS_TTL_SECONDS = 30 * 60
+_NUMBER = re.compile(r"^\s*([0-9０-９]{1,2})\s*[.。、)）]?\s*$")
+_HINT = {"zh": "回复数字即可选择。", "en": "Reply with a number to choose."}
+
+
+def language_of(text: str) -> str:
+    """zh when the text has any Han characters (our bot's zh texts all do)."""
+    return "zh" if re.search(r"[\u3400-\u9fff]", text or "") else "en"
+
+
+def options_of(message: dict[str, Any]) -> list[dict[str, str]]:
+    """Buttons or quick replies (or a satisfaction survey's), as [{"title", "payload"}]."""
+    found = message.get("buttons") or message.get("quick_replies") or []
+    custom = message.get("custom")
+    if not found and isinstance(custom, dict) and custom.get("type") == "satisfaction":
+        found = satisfaction_buttons("en" if custom.get("language") == "en" else "zh")
+    return [
+        {"title": str(b.get("title", "")), "payload": str(b.get("payload") or b.get("title", ""))}
+        for b in found
+        if isinstance(b, dict) and (b.get("title") or b.get("payload"))
+    ]
+
+
+def as_text(message: dict[str, Any]) -> str:
+    """One plain-text rendering of a Rasa bot message."""
+    parts: list[str] = []
+    text = (message.get("text") or "").strip()
+    if text:
+        parts.append(text)
+    options = options_of(message)
+    if options:
+        parts.append("\n".join(f"{i}. {o['title']}" for i, o in enumerate(options, 1)))
+        parts.append(_HINT[language_of(text or options[0]["title"])])
+    for key in ("image", "attachment"):
+        value = message.get(key)
+        if isinstance(value, str) and value:
+            parts.append(value)
+        elif isinstance(value, dict) and value.get("payload", {}).get("src"):
+            parts.append(str(value["payload"]["src"]))
+    custom = message.get("custom")
+    if isinstance(custom, dict):
+        sentence = custom_text(custom)
+        if sentence:
+            parts.append(sentence)
+    return "\n\n".join(parts)
+
+
+SATISFACTION_OPTIONS = {
+    "zh": ["非常满意", "满意", "一般", "不满意", "非常不满意"],
+    "en": ["Very satisfied", "Satisfied", "Neutral", "Dissatisfied", "Very dissatisfied"],
+}
+
+
+def satisfaction_buttons(language: str) -> list[dict[str, str]]:
+    """Five answers, best first; the payload carries the score 5…1."""
+    return [
+        {"title": title, "payload": f'/rate{{"score": {5 - i}}}'}
+        for i, title in enumerate(SATISFACTION_OPTIONS[language])
+    ]
+
+
+def custom_text(custom: dict[str, Any]) -> str:
+    """A sentence for a typed custom payload (or its own "text")."""
+    lang = "en" if custom.get("language") == "en" else "zh"
+    kind = custom.get("type")
+    agent = custom.get("agent") or ("客服" if lang == "zh" else "an agent")
+    if kind == "agent_joined":
+        return f"人工客服 {agent} 为您服务。" if lang == "zh" else f"{agent} has joined the chat."
+    if kind == "agent_left":
+        return f"{agent} 已离开对话。" if lang == "zh" else f"{agent} has left the chat."
+    if kind == "queue_position":
+        position, wait = custom.get("position"), custom.get("wait_minutes")
+        if lang == "zh":
+            text = f"您前面还有 {position} 位。"
+            return text + (f"预计等待约 {wait} 分钟。" if wait is not None else "")
+        text = f"You are number {position} in the queue."
+        return text + (f" About {wait} min to wait." if wait is not None else "")
+    if kind == "satisfaction":
+        lines = [f"{i}. {t}" for i, t in enumerate(SATISFACTION_OPTIONS[lang], 1)]
+        head = "请为本次服务打分：" if lang == "zh" else "How did we do?"
+        return "\n".join([head, *lines])
+    return str(custom.get("text") or "")
+
+
+def _key(conversation_id: str) -> str:
+    return f"options:{conversation_id}"
+
+
+async def remember_options(
+    redis: aioredis.Redis, conversation_id: str, message: dict[str, Any]
+) -> None:
+    options = options_of(message)
+    if options:
+        await redis.set(
+            _key(conversation_id),
+            json.dumps([o["payload"] for o in options]),
+            ex=OPTIONS_TTL_SECONDS,
+        )
+
+
+async def resolve_option(redis: aioredis.Redis, conversation_id: str, text: str) -> str | None:
+    """The payload a bare number stands for, if options were offered recently."""
+    match = _NUMBER.match(text or "")
+    if not match:
+        return None
+    number = int(match.group(1).translate(str.maketrans("０１２３４５６７８９", "0123456789")))
+    stored = await redis.get(_key(conversation_id))
+    if not stored:
+        return None
+    payloads = json.loads(stored)
+    if 1 <= number <= len(payloads):
+        return str(payloads[number - 1])
+    return None
