@@ -147,7 +147,7 @@ class Server:
 async def turn(session: aiohttp.ClientSession, url: str, sender: str, text: str) -> float:
     began = time.perf_counter()
     async with session.post(
-        f"{url}/webhooks/rest/webhook", json={"sender": sender, "message": text}
+        f"{url}/webhooks/rest/webhook?token={TOKEN}", json={"sender": sender, "message": text}
     ) as response:
         response.raise_for_status()
         await response.json()

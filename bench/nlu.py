@@ -893,8 +893,8 @@ def markdown(report: Dict[str, Any]) -> str:
     comp = report.get("comparison")
     if comp:
         lines += [
-            "Ours vs stock: accuracy {a:+.2f} points; training {t}x faster; parsing {p}x faster "
-            "(p50), {m}x (mean); model load {l}x faster.".format(
+            "Ours vs stock: accuracy {a:+.2f} points; time ratios stock / ours (above 1: ours "
+            "is faster): training {t}, parsing {p} (p50) and {m} (mean), model load {l}.".format(
                 a=comp["accuracy_delta_points"], t=comp["train_time_ratio_stock_over_ours"],
                 p=comp["parse_p50_ratio_stock_over_ours"],
                 m=comp["parse_mean_ratio_stock_over_ours"],
