@@ -43,6 +43,8 @@ import aiohttp
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import channels  # noqa: E402  (bench/channels.py)
+
 from bot.training import fingerprint  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -85,7 +87,8 @@ def free_port() -> int:
 class Server:
     """`bot run` on a given model, in a fresh var dir, on free ports."""
 
-    def __init__(self, model: Path, name: str) -> None:
+    def __init__(self, model: Path, name: str, extra_env: dict[str, str] | None = None) -> None:
+        self.extra_env = extra_env or {}
         self.model = model
         self.name = name
         self.var = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
@@ -104,6 +107,7 @@ class Server:
             BOT_ACTION_PORT=str(free_port()), BOT_API_TOKEN=TOKEN,
             RASA_TELEMETRY_ENABLED="false", TF_CPP_MIN_LOG_LEVEL="2",
         )
+        env.update(self.extra_env)
         began = time.monotonic()
         self.process = subprocess.Popen(
             [BOT, "run", "--model", str(self.model)], cwd=ROOT, env=env,
@@ -234,12 +238,21 @@ def stock_model(epochs: int | None) -> Path:
 
 
 def run(model: Path, name: str, args: argparse.Namespace) -> dict[str, Any]:
-    server = Server(model, name)
+    with_channels = name == "ours" and args.channel_turns > 0
+    fake_port = free_port()
+    fake_api = f"http://127.0.0.1:{fake_port}/cgi-bin/"
+    extra_env = channels.server_env(fake_api) if with_channels else {}
+    server = Server(model, name, extra_env)
     print(f"[{name}] starting the service on {model.name} ...", flush=True)
     server.start()
     try:
         print(f"[{name}] ready in {server.start_s} s; measuring ...", flush=True)
         figures = asyncio.run(measure(server.url, args.messages, args.concurrency, args.per_client))
+        if with_channels:
+            print(f"[{name}] per-channel reply latency ...", flush=True)
+            figures["channels"] = asyncio.run(
+                channels.run_channels(server.url, TOKEN, fake_port, MESSAGES, args.channel_turns)
+            )
         figures["start_s"] = server.start_s
         figures["rasa_rss_mb"] = server.rss_mb()
         figures["model"] = model.name
@@ -271,6 +284,30 @@ def table(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def channel_table(figures: dict[str, Any]) -> str:
+    lines = [
+        "Reply latency per channel, our service, same model and run "
+        f"({figures['rest']['n']} turns each, conversations of "
+        f"{channels.TURNS_PER_CONVERSATION}; message sent → last reply of the turn received):",
+        "",
+        "| channel | p50 ms | p95 ms | p99 ms | p50 / REST | p95 / REST |",
+        "|---|---|---|---|---|---|",
+    ]
+    labels = {
+        "rest": "REST (Rasa's channel)",
+        "wechat": "WeChat webhook → 客服消息 API call",
+        "web": "web socket.io round trip",
+        "app": "app POST → WebSocket",
+    }
+    for name, label in labels.items():
+        f = figures[name]
+        lines.append(
+            f"| {label} | {f['p50_ms']} | {f['p95_ms']} | {f['p99_ms']} | "
+            f"{f.get('p50_vs_rest', 1.0)} | {f.get('p95_vs_rest', 1.0)} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=300)
@@ -283,6 +320,10 @@ def main() -> None:
         "0 keeps the configured 100",
     )
     parser.add_argument("--model", type=Path, help="our model (default: the latest)")
+    parser.add_argument(
+        "--channel-turns", type=int, default=100,
+        help="turns per channel for the per-channel latency (0: skip)",
+    )
     args = parser.parse_args()
 
     from bot.training import latest_model
@@ -294,6 +335,8 @@ def main() -> None:
     if not args.no_stock:
         results["stock"] = run(stock_model(args.stock_epochs or None), "stock", args)
     text = table(results)
+    if "channels" in results["ours"]:
+        text += "\n\n" + channel_table(results["ours"]["channels"])
     print(text)
     meta = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

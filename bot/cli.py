@@ -11,8 +11,8 @@ import argparse
 import os
 import secrets
 import sys
-from collections.abc import Sequence
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -97,6 +97,7 @@ CHANNEL_ENV = (
     "WECHAT_APP_SECRET",
     "WECHAT_ENCODING_AES_KEY",
     "WECHAT_API_BASE_URL",
+    "WECHAT_PASSIVE_REPLY_SECONDS",
     "WEB_VISITOR_SECRET",
     "WEB_IDENTITY_SECRET",
     "WEB_ALLOWED_ORIGINS",
@@ -109,6 +110,7 @@ CHANNEL_ENV = (
 
 def channel_env(settings: Settings, token: str) -> dict[str, str]:
     env = {name: os.environ.get(name, "") for name in CHANNEL_ENV}
+    env["WECHAT_PASSIVE_REPLY_SECONDS"] = env["WECHAT_PASSIVE_REPLY_SECONDS"] or "4.0"
     env["WEB_VISITOR_SECRET"], _ = stored_secret(settings, "WEB_VISITOR_SECRET", "web_secret")
     env["BOT_API_TOKEN"] = token
     return env
@@ -145,6 +147,34 @@ def plan_redis(settings: Settings) -> RedisPlan:
         embedded.lock(),
         f"embedded, data in {shown_path(data_dir)}",
     )
+
+
+def _redis_url_path(settings: Settings) -> Path:
+    return settings.var_dir / "run" / "redis_url"
+
+
+@contextmanager
+def redis_url_file(settings: Settings, url: str) -> Iterator[None]:
+    """Tell other commands (`bot push`) where this run's Redis is: the embedded
+    one listens on a port chosen at start."""
+    path = _redis_url_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(url + "\n")
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def running_redis_url(settings: Settings) -> str:
+    if settings.redis_url:
+        return settings.redis_url
+    path = _redis_url_path(settings)
+    if not path.is_file():
+        raise CliError("the bot is not running (no REDIS_URL and no var/run/redis_url)")
+    return path.read_text().strip()
 
 
 def child_env(settings: Settings, redis_url: str) -> dict[str, str]:
@@ -307,7 +337,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = get_settings()
     # Everything that can fail fast does, before minutes of training.
     redis = plan_redis(settings)
-    with redis.guard:
+    with redis.guard, redis_url_file(settings, redis.url):
         check_ports(
             [
                 (_ACTION_PORT, "127.0.0.1", settings.action_port),
@@ -362,6 +392,56 @@ def cmd_shell(args: argparse.Namespace) -> int:
         return Supervisor(children, _log_dir(settings)).run()
 
 
+def cmd_push(args: argparse.Namespace) -> int:
+    """Deliver a message to a customer through their channel, now."""
+    import asyncio
+    import json
+
+    from connectors.push import Push, PushError
+
+    settings = get_settings()
+    if args.json:
+        try:
+            message = json.loads(args.json)
+        except json.JSONDecodeError as error:
+            raise CliError(f"--json is not valid JSON: {error}") from None
+    elif args.text:
+        message = {"text": args.text}
+    else:
+        raise CliError("give the TEXT to send or --json MESSAGE")
+    os.environ["REDIS_URL"] = running_redis_url(settings)
+    if not os.environ.get("WEB_VISITOR_SECRET"):
+        os.environ["WEB_VISITOR_SECRET"], _ = stored_secret(
+            settings, "WEB_VISITOR_SECRET", "web_secret"
+        )
+
+    async def send() -> None:
+        push = Push.from_credentials_file(settings.root / "credentials.yml")
+        await push.send(args.conversation_id, message)
+
+    try:
+        asyncio.run(send())
+    except (PushError, ValueError) as error:
+        raise CliError(f"not delivered: {error}") from None
+    print(f"delivered to {args.conversation_id}")
+    return 0
+
+
+def cmd_wechat_menu(args: argparse.Namespace) -> int:
+    import warnings
+
+    with warnings.catch_warnings():  # Rasa's imports warn about pkg_resources
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from connectors.wechat_menu import MenuError, publish_menu
+
+    root = get_settings().root
+    try:
+        print(publish_menu(Path(args.file), root / "credentials.yml", check_only=args.check))
+    except MenuError as error:
+        raise CliError(str(error)) from None
+    return 0
+
+
 # --- entry point ------------------------------------------------------------------------
 
 
@@ -389,6 +469,21 @@ def build_parser() -> argparse.ArgumentParser:
     shell = commands.add_parser("shell", help="talk to the bot in the terminal")
     model_options(shell)
     shell.set_defaults(func=cmd_shell)
+
+    menu = commands.add_parser(
+        "wechat-menu", help="publish the WeChat Official Account menu from a YAML file"
+    )
+    menu.add_argument("--file", default="wechat_menu.yml", help="default: wechat_menu.yml")
+    menu.add_argument("--check", action="store_true", help="only check the file, publish nothing")
+    menu.set_defaults(func=cmd_wechat_menu)
+
+    push = commands.add_parser(
+        "push", help="send a message to a customer now, through their channel"
+    )
+    push.add_argument("conversation_id", help="e.g. wechat:<OpenID>, web:v-<id>, app:<customer>")
+    push.add_argument("text", nargs="?", help="the text to send")
+    push.add_argument("--json", metavar="MESSAGE", help="a whole message as JSON")
+    push.set_defaults(func=cmd_push)
     return parser
 
 

@@ -1,21 +1,545 @@
-"""Skeleton: being built (issue 3)."""
+"""Mobile app channel: REST to send, WebSocket to receive, JWT identity.
+
+The app's backend gives its logged-in customer a JWT (`sub` = customer id,
+`exp` required; see connectors.app_auth). The conversation is `app:<sub>`;
+the app never names it.
+
+    POST /webhooks/app/messages      Authorization: Bearer <jwt>
+         {"text": "运费怎么算", "client_message_id": "optional retry key",
+          "display_text": "optional: what a clicked button said"}
+      200 {"message_id", "replies": n, "reply_ids": [...]}  after the bot's turn;
+          the replies themselves arrive over the WebSocket (or GET below)
+      200 {"duplicate": true, ...} the same client_message_id again: not re-processed
+      400 bad JSON or fields · 401 bad token · 409 that client_message_id is still
+      being processed · 413 too long · 429 too fast (Retry-After) · 503 channel off
+
+    GET /webhooks/app/messages?since=<id>&limit=100      (for clients that poll)
+      200 {"messages": [{"id", "message"}], "last_id", "more"}
+
+    GET /webhooks/app/ws?since=<id>     WebSocket; token in the Authorization
+        header, or in a first frame {"type": "auth", "token": ..., "since": ...}
+      server → {"type": "ready", "customer_id", "conversation_id"}
+               {"type": "message", "id": "1700000000000-0", "message": {text, buttons…}}
+                 first everything after `since` (absent or 0: all kept), in order,
+                 then new messages as they are appended by any server instance
+               {"type": "ping"} when idle · {"type": "pong"} for the client's ping
+               {"type": "error", "error", "detail"} then close (4401 token,
+                 4400 bad request, 4503 channel off, 1011 server trouble)
+      client → {"type": "ping"}
+
+Every message for the customer (bot replies, agents' messages, pushes) goes to
+the outbox (connectors.app_outbox), so nothing depends on which instance holds
+the socket, and an offline customer gets a push notification.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
+import math
+import re
+import time
+import uuid
 from typing import Any, Awaitable, Callable
 
 from rasa.core.channels.channel import InputChannel, UserMessage
-from sanic import Blueprint
+from redis.exceptions import RedisError
+from sanic import Blueprint, response
+from sanic.request import Request
+from sanic.response import HTTPResponse
+
+from connectors.app_auth import BadToken, Claims, JwtVerifier, bearer_token
+from connectors.app_outbox import AppOutput, BadCursor, Outbox, OutboxConfig, check_since
+from connectors.clients import get_redis
+from connectors.limits import Limits, RateLimiter
+from connectors.notices import notice
+
+logger = logging.getLogger(__name__)
+
+# A retry with the same key within this time is recognised (apps retry within minutes).
+IDEMPOTENCY_TTL_SECONDS = 24 * 3600
+_CLIENT_MESSAGE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
+AUTH_FRAME_TIMEOUT_SECONDS = 10.0
+MAX_POLL_LIMIT = 500
+
+# WebSocket close codes (4000–4999 are the application's own).
+WS_BAD_REQUEST = 4400
+WS_UNAUTHORIZED = 4401
+WS_CHANNEL_OFF = 4503
+WS_SERVER_ERROR = 1011
+
+_turns: set[asyncio.Task[Any]] = set()  # turns that outlive a dropped request
+
+
+def _error(status: int, error: str, detail: str, **extra: Any) -> HTTPResponse:
+    headers = {}
+    if status == 401:
+        headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
+    return response.json({"error": error, "detail": detail, **extra}, status, headers=headers)
+
+
+def _number(
+    credentials: dict[str, Any], key: str, default: float, allow_zero: bool = False
+) -> float:
+    raw = credentials.get(key)
+    if raw in (None, ""):
+        return default
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise ValueError(f"app channel: {key} must be a number, got {raw!r}") from None
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"app channel: {key} must be positive, got {raw!r}")
+    return value
 
 
 class AppInput(InputChannel):
+    def __init__(
+        self,
+        verifier: JwtVerifier | None,
+        outbox: Outbox,
+        limits: Limits,
+        keepalive_seconds: float = 25.0,
+        max_body_bytes: int = 64 * 1024,
+    ) -> None:
+        self.verifier = verifier  # None: the channel is off
+        self.outbox = outbox
+        self.limits = limits
+        self.rate_limiter = RateLimiter(limits, prefix="ratelimit:app")
+        self.keepalive_seconds = keepalive_seconds
+        self.max_body_bytes = max_body_bytes
+
     @classmethod
     def name(cls) -> str:
         return "app"
 
     @classmethod
     def from_credentials(cls, credentials: dict[str, Any] | None) -> AppInput:
-        return cls()
+        credentials = credentials or {}
+        key = str(credentials.get("jwt_key") or "")
+        verifier = None
+        if key.strip():
+            verifier = JwtVerifier.from_config(
+                credentials.get("jwt_algorithm"),
+                key,
+                issuer=credentials.get("jwt_issuer"),
+                audience=credentials.get("jwt_audience"),
+                leeway=_number(credentials, "jwt_leeway_seconds", 30.0, allow_zero=True),
+            )
+        url = str(credentials.get("push_webhook_url") or "").strip() or None
+        secret = str(credentials.get("push_webhook_secret") or "") or None
+        if url and not secret:
+            raise ValueError(
+                "app channel: push_webhook_url needs push_webhook_secret (calls are signed)"
+            )
+        if url and not url.startswith(("http://", "https://")):
+            raise ValueError(f"app channel: push_webhook_url must be http(s), got {url!r}")
+        outbox = Outbox(
+            OutboxConfig(
+                max_length=int(_number(credentials, "outbox_max_length", 1000)),
+                ttl_seconds=int(_number(credentials, "outbox_ttl_days", 7) * 24 * 3600),
+                presence_ttl_seconds=int(_number(credentials, "presence_ttl_seconds", 60)),
+                push_webhook_url=url,
+                push_webhook_secret=secret,
+                push_timeout_seconds=_number(credentials, "push_timeout_seconds", 3.0),
+            )
+        )
+        return cls(
+            verifier,
+            outbox,
+            Limits.from_credentials(credentials),
+            keepalive_seconds=_number(credentials, "keepalive_seconds", 25.0),
+            max_body_bytes=int(_number(credentials, "max_body_bytes", 64 * 1024)),
+        )
+
+    def get_output_channel(self) -> AppOutput | None:
+        """For pushes from outside a request (the desk, `bot push`, other processes).
+
+        Waits for the push webhook (short timeout) since such a caller may exit
+        right after sending."""
+        if self.verifier is None:
+            return None
+        return AppOutput(self.outbox, wait_for_push=True)
+
+    # --- identity -------------------------------------------------------------
+
+    def _claims(self, token: str | None) -> Claims:
+        assert self.verifier is not None
+        if not token:
+            raise BadToken("missing token: send Authorization: Bearer <jwt>")
+        return self.verifier.verify(token)
+
+    def _off(self) -> HTTPResponse:
+        return _error(503, "channel_off", "the app channel is off (no jwt_key configured)")
+
+    def _authenticate(self, request: Request) -> Claims | HTTPResponse:
+        if self.verifier is None:
+            return self._off()
+        try:
+            return self._claims(bearer_token(request.headers.get("Authorization")))
+        except BadToken as error:
+            logger.info("app request refused: %s", error)
+            return _error(401, "unauthorized", str(error))
+
+    # --- routes ---------------------------------------------------------------
 
     def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:
-        return Blueprint("app_channel", __name__)
+        blueprint = Blueprint("app_channel", __name__)
+
+        @blueprint.route("/messages", methods=["POST"])
+        async def send(request: Request) -> HTTPResponse:
+            claims = self._authenticate(request)
+            if isinstance(claims, HTTPResponse):
+                return claims
+            try:
+                return await self._receive(request, claims, on_new_message)
+            except RedisError:
+                return _unavailable()
+
+        @blueprint.route("/messages", methods=["GET"])
+        async def poll(request: Request) -> HTTPResponse:
+            claims = self._authenticate(request)
+            if isinstance(claims, HTTPResponse):
+                return claims
+            try:
+                since = check_since(request.args.get("since"))
+                limit = int(request.args.get("limit") or 100)
+            except BadCursor as error:
+                return _error(400, "bad_request", str(error))
+            except ValueError:
+                return _error(400, "bad_request", "limit must be a whole number")
+            if not 1 <= limit <= MAX_POLL_LIMIT:
+                return _error(400, "bad_request", f"limit must be 1–{MAX_POLL_LIMIT}")
+            try:
+                found = await self.outbox.after(claims.subject, since, count=limit + 1)
+            except RedisError:
+                return _unavailable()
+            page = found[:limit]
+            return response.json(
+                {
+                    "messages": [{"id": i, "message": m} for i, m in page],
+                    "last_id": page[-1][0] if page else since,
+                    "more": len(found) > limit,
+                }
+            )
+
+        @blueprint.websocket("/ws")
+        async def socket(request: Request, ws: Any) -> None:
+            await self._socket(request, ws)
+
+        return blueprint
+
+    # --- sending --------------------------------------------------------------
+
+    async def _receive(
+        self,
+        request: Request,
+        claims: Claims,
+        on_new_message: Callable[[UserMessage], Awaitable[Any]],
+    ) -> HTTPResponse:
+        if len(request.body or b"") > self.max_body_bytes:
+            return _error(413, "too_large", f"the request body exceeds {self.max_body_bytes} bytes")
+        try:
+            body = json.loads(request.body or b"")
+        except (ValueError, UnicodeDecodeError):
+            return _error(400, "bad_request", 'the body must be JSON: {"text": "..."}')
+        if not isinstance(body, dict):
+            return _error(400, "bad_request", "the body must be a JSON object")
+        text = body.get("text")
+        if not isinstance(text, str) or not text.strip():
+            return _error(400, "bad_request", "text is required (a non-empty string)")
+        if self.limits.too_long(text):
+            limit = self.limits.max_message_chars
+            return _error(
+                413,
+                "too_long",
+                f"text exceeds {limit} characters",
+                limit=limit,
+                message=notice("too_long", text, limit=limit),
+            )
+        client_message_id = body.get("client_message_id")
+        if client_message_id is not None and (
+            not isinstance(client_message_id, str)
+            or not _CLIENT_MESSAGE_ID.match(client_message_id)
+        ):
+            return _error(
+                400,
+                "bad_request",
+                "client_message_id must be 1–100 characters of A-Z a-z 0-9 _ . -",
+            )
+        display_text = body.get("display_text")
+        if display_text is not None and (
+            not isinstance(display_text, str) or self.limits.too_long(display_text)
+        ):
+            return _error(400, "bad_request", "display_text must be a string no longer than text")
+
+        redis = get_redis()
+        customer = claims.subject
+        message_id = uuid.uuid4().hex
+        # The client's id before the customer's: it has no ":", so keys can't collide.
+        idempotency_key = f"app:idem:{client_message_id}:{customer}" if client_message_id else None
+        if idempotency_key:
+            reserved = await redis.set(
+                idempotency_key,
+                json.dumps({"status": "processing", "message_id": message_id}),
+                nx=True,
+                ex=IDEMPOTENCY_TTL_SECONDS,
+            )
+            if not reserved:
+                return await self._duplicate(redis, idempotency_key)
+
+        decision = await self.rate_limiter.hit(redis, customer)
+        if not decision.allowed:
+            if idempotency_key:
+                await redis.delete(idempotency_key)
+            retry_after = max(1, math.ceil(decision.retry_after))
+            answer = _error(
+                429,
+                "too_fast",
+                f"too many messages; retry in {retry_after} s",
+                retry_after=retry_after,
+                message=notice("too_fast", text),
+            )
+            answer.headers["Retry-After"] = str(retry_after)
+            return answer
+
+        extra: dict[str, Any] = {}
+        if client_message_id:
+            extra["client_message_id"] = client_message_id
+        if display_text:
+            extra["display_text"] = display_text
+        output = AppOutput(self.outbox)
+        user_message = UserMessage(
+            text,
+            output,
+            claims.identity.conversation_id,
+            input_channel=self.name(),
+            message_id=message_id,
+            metadata=claims.identity.metadata(**extra),
+        )
+
+        async def turn() -> dict[str, Any]:
+            try:
+                await on_new_message(user_message)
+            except BaseException:
+                if idempotency_key:  # not processed: let the retry through
+                    await redis.delete(idempotency_key)
+                raise
+            result = {
+                "message_id": message_id,
+                "replies": len(output.message_ids),
+                "reply_ids": output.message_ids,
+            }
+            if idempotency_key:
+                try:
+                    await redis.set(
+                        idempotency_key,
+                        json.dumps({"status": "done", **result}),
+                        ex=IDEMPOTENCY_TTL_SECONDS,
+                    )
+                except RedisError:  # processed all the same; say so
+                    logger.exception("could not record app message %s as done", message_id)
+            return result
+
+        # Sanic cancels a handler whose client hangs up; the turn must still
+        # finish (the replies go to the outbox) rather than stop half-way.
+        task = asyncio.ensure_future(turn())
+        _turns.add(task)
+        task.add_done_callback(_finished_turn)
+        try:
+            result = await asyncio.shield(task)
+        except Exception:  # logged by _finished_turn, whether or not the client waited
+            return _error(
+                500,
+                "turn_failed",
+                "the message could not be processed; please try again",
+                message=notice("trouble", text),
+            )
+        return response.json(result)
+
+    @staticmethod
+    async def _duplicate(redis: Any, key: str) -> HTTPResponse:
+        stored = await redis.get(key)
+        record = json.loads(stored) if stored else {"status": "processing"}
+        if record.get("status") == "done":
+            record.pop("status")
+            return response.json({"duplicate": True, **record})
+        answer = _error(
+            409,
+            "in_progress",
+            "a message with this client_message_id is still being processed",
+            message_id=record.get("message_id"),
+        )
+        answer.headers["Retry-After"] = "1"
+        return answer
+
+    # --- receiving ------------------------------------------------------------
+
+    async def _socket(self, request: Request, ws: Any) -> None:
+        if self.verifier is None:
+            await _refuse(ws, WS_CHANNEL_OFF, "channel_off", "the app channel is off")
+            return
+        token = bearer_token(request.headers.get("Authorization"))
+        since = request.args.get("since")
+        if token is None:
+            frame = await _first_frame(ws)
+            if frame is None:
+                await _refuse(
+                    ws,
+                    WS_UNAUTHORIZED,
+                    "unauthorized",
+                    'send Authorization: Bearer <jwt> or a first frame {"type": "auth", ...}',
+                )
+                return
+            token = frame.get("token") if isinstance(frame.get("token"), str) else ""
+            since = frame.get("since", since)
+        try:
+            claims = self._claims(token)
+        except BadToken as error:
+            logger.info("app socket refused: %s", error)
+            await _refuse(ws, WS_UNAUTHORIZED, "unauthorized", str(error))
+            return
+        try:
+            cursor = check_since(None if since is None else str(since))
+        except BadCursor as error:
+            await _refuse(ws, WS_BAD_REQUEST, "bad_request", str(error))
+            return
+
+        customer = claims.subject
+        socket_id = uuid.uuid4().hex
+        # Online before "ready": from then on, nothing for this customer triggers a push.
+        try:
+            await self.outbox.mark_online(customer, socket_id)
+        except RedisError:
+            logger.exception("app socket of %s: Redis unavailable", customer)
+            await _refuse(ws, WS_SERVER_ERROR, "unavailable", "please reconnect later")
+            return
+        pump: asyncio.Future[None] | None = None
+        try:
+            await _send(
+                ws,
+                {
+                    "type": "ready",
+                    "customer_id": customer,
+                    "conversation_id": claims.identity.conversation_id,
+                },
+            )
+            pump = asyncio.ensure_future(self._pump(ws, claims, cursor, socket_id))
+            while not pump.done():
+                raw = await ws.recv()
+                if raw is None:
+                    break
+                await self._client_frame(ws, raw)
+        except Exception as error:  # the client went away: nothing to tell it
+            logger.debug("app socket of %s ended: %r", customer, error)
+        finally:
+            if pump is not None:
+                pump.cancel()
+            # In a task of its own: this handler may itself be being cancelled.
+            cleanup = asyncio.ensure_future(self.outbox.mark_offline(customer, socket_id))
+            _turns.add(cleanup)
+            cleanup.add_done_callback(_finished_turn)
+
+    async def _client_frame(self, ws: Any, raw: str | bytes) -> None:
+        try:
+            frame = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            frame = None
+        kind = frame.get("type") if isinstance(frame, dict) else None
+        if kind == "ping":
+            await _send(ws, {"type": "pong"})
+        else:
+            await _send(
+                ws,
+                {
+                    "type": "error",
+                    "error": "unsupported",
+                    "detail": 'the socket takes only {"type": "ping"}; '
+                    "send messages with POST /webhooks/app/messages",
+                },
+            )
+
+    async def _pump(self, ws: Any, claims: Claims, cursor: str, socket_id: str) -> None:
+        """Outbox → socket: the backlog after `cursor`, then whatever is appended."""
+        customer = claims.subject
+        presence_every = self.outbox.config.presence_ttl_seconds / 3
+        block_seconds = min(self.keepalive_seconds, presence_every)
+        last_sent = last_presence = time.monotonic()
+        try:
+            while True:
+                backlog = await self.outbox.after(customer, cursor, count=100)
+                if not backlog:
+                    break
+                for message_id, message in backlog:
+                    await _send(ws, {"type": "message", "id": message_id, "message": message})
+                    cursor = message_id
+                last_sent = time.monotonic()
+            while True:
+                if time.time() > claims.expires_at + self.verifier_leeway:
+                    await _refuse(ws, WS_UNAUTHORIZED, "unauthorized", "token expired")
+                    return
+                found = await self.outbox.wait_after(customer, cursor, int(block_seconds * 1000))
+                for message_id, message in found:
+                    await _send(ws, {"type": "message", "id": message_id, "message": message})
+                    cursor = message_id
+                now = time.monotonic()
+                if found:
+                    last_sent = now
+                elif now - last_sent >= self.keepalive_seconds - 0.5:
+                    await _send(ws, {"type": "ping"})
+                    last_sent = now
+                if now - last_presence >= presence_every - 0.5:
+                    await self.outbox.mark_online(customer, socket_id)
+                    last_presence = now
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # Redis trouble or a send on a dead socket: the client reconnects
+            # with its last id and loses nothing.
+            logger.warning("app socket of %s stopped", customer, exc_info=True)
+            await _refuse(ws, WS_SERVER_ERROR, "unavailable", "please reconnect")
+
+    @property
+    def verifier_leeway(self) -> float:
+        return self.verifier.leeway if self.verifier else 0.0
+
+
+def _unavailable() -> HTTPResponse:
+    logger.exception("app channel: Redis unavailable")
+    answer = _error(503, "unavailable", "the service is briefly unavailable; retry later")
+    answer.headers["Retry-After"] = "5"
+    return answer
+
+
+def _finished_turn(task: asyncio.Task[Any]) -> None:
+    _turns.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        error = task.exception()
+        logger.error("app channel task failed: %r", error, exc_info=error)
+
+
+async def _send(ws: Any, frame: dict[str, Any]) -> None:
+    await ws.send(json.dumps(frame, ensure_ascii=False))
+
+
+async def _first_frame(ws: Any) -> dict[str, Any] | None:
+    """The client's {"type": "auth", ...} frame, or None (timeout, not JSON, other type)."""
+    try:
+        raw = await ws.recv(timeout=AUTH_FRAME_TIMEOUT_SECONDS)
+        frame = json.loads(raw) if raw is not None else None
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if isinstance(frame, dict) and frame.get("type") == "auth":
+        return frame
+    return None
+
+
+async def _refuse(ws: Any, code: int, error: str, detail: str) -> None:
+    """Tell the client why, then close; a client already gone is fine."""
+    try:
+        await _send(ws, {"type": "error", "error": error, "detail": detail})
+        # A close reason is at most 123 bytes.
+        await ws.close(code, detail.encode()[:120].decode(errors="ignore"))
+    except Exception:  # the socket is already closed
+        logger.debug("app socket closed before the error could be sent")

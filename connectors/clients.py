@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import os
+import weakref
 
 from redis import asyncio as aioredis
 
-_clients: dict[tuple[int, str], aioredis.Redis] = {}
+# Keyed by the loop object itself (weakly): a dead loop's id() can be reused
+# by a new loop, which would then get a client bound to the closed one.
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, aioredis.Redis]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def redis_url() -> str:
@@ -25,13 +30,13 @@ def redis_url() -> str:
 def get_redis(url: str | None = None) -> aioredis.Redis:
     """The async Redis client for the running loop (decoded strings)."""
     url = url or redis_url()
-    key = (id(asyncio.get_running_loop()), url)
-    client = _clients.get(key)
+    per_loop = _clients.setdefault(asyncio.get_running_loop(), {})
+    client = per_loop.get(url)
     if client is None:
         # health_check_interval: notice a restarted Redis and reconnect
         # instead of failing the first command on a dead socket.
         client = aioredis.Redis.from_url(
             url, decode_responses=True, health_check_interval=10, socket_connect_timeout=5
         )
-        _clients[key] = client
+        per_loop[url] = client
     return client

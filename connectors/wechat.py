@@ -1,21 +1,536 @@
-"""Skeleton: being built (issue 3)."""
+"""WeChat Official Account channel: webhook /webhooks/wechat/webhook.
+
+WeChat's servers POST each customer message (plain or AES "safe" mode), wait
+5 s for an answer and retry up to three times in all. So:
+
+- a request is checked first (signature, freshness, size, XML: see
+  connectors.wechat_inbound); anything refused is not processed;
+- a message is processed once, whatever the retries and whichever instance
+  they reach: the first copy claims its MsgId in Redis (SET NX), later copies
+  read what became of it;
+- when the bot's reply is ready within `passive_reply_seconds` it is the
+  answer to the request (one passive reply); otherwise the answer is
+  "success" and the reply goes through the customer-service message API when
+  ready (connectors.wechat_output). A retry that finds the first copy still
+  working switches it to that API, so a reply is never lost with an answer
+  WeChat already gave up on, nor sent twice.
+
+The conversation id is "wechat:<OpenID>" from the signed request; media the
+bot can't read is acknowledged, kept in the transcript and a person offered.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Coroutine
 
-from rasa.core.channels.channel import InputChannel, UserMessage
-from sanic import Blueprint
+from rasa.core.channels.channel import CollectingOutputChannel, InputChannel, UserMessage
+from rasa.shared.core.events import BotUttered, UserUttered
+from redis import asyncio as aioredis
+from sanic import Blueprint, response
+from sanic.exceptions import PayloadTooLarge
+from sanic.request import Request
+from sanic.response import HTTPResponse
+from wechatpy.crypto import WeChatCrypto
+
+from connectors.clients import get_redis
+from connectors.identity import Identity
+from connectors.limits import Limits, RateLimiter
+from connectors.notices import media_notice, notice
+from connectors.push import PushError
+from connectors.rich import language_of, remember_options, resolve_option
+from connectors.wechat_api import DEFAULT_API_BASE_URL, WeChatAPI
+from connectors.wechat_inbound import (
+    MAX_BODY_BYTES,
+    MAX_CLOCK_SKEW_SECONDS,
+    Inbound,
+    Refused,
+    read_message,
+    render_reply,
+    verify_url,
+)
+from connectors.wechat_output import TEXT_LIMIT_BYTES, WeChatOutput, render_turn
+
+if TYPE_CHECKING:  # importing it loads TensorFlow; a pushing process needn't
+    from rasa.core.agent import Agent
+
+logger = logging.getLogger(__name__)
+
+CHANNEL = "wechat"
+WECHAT_TIMEOUT_SECONDS = 5.0
+# WeChat's retries come within ~15 s; an hour leaves room for slow ones.
+SEEN_TTL_SECONDS = 3600
+MEDIA_TYPES = ("image", "video", "shortvideo", "voice", "location", "link", "file")
+HUMAN_OPTION = {
+    "zh": {"title": "转人工", "payload": "/human_handoff"},
+    "en": {"title": "Talk to a person", "payload": "/human_handoff"},
+}
+SUCCESS = "success"  # WeChat: received, nothing to say (no retry, nothing shown)
+
+# What became of a message, by its dedup id (see the module doc).
+# States: "processing", "async" or "passive:<the reply given>" (the scripts spell them too).
+_PROCESSING, _PASSIVE = "processing", "passive:"
+# The first copy answers passively only if no retry has turned it to the API.
+_TAKE_PASSIVE = """
+if redis.call('GET', KEYS[1]) == 'processing' then
+  redis.call('SET', KEYS[1], ARGV[1], 'KEEPTTL')
+  return 1
+end
+return 0
+"""
+# A retry (or a first copy out of time) turns a message still in work to the API.
+_GO_ASYNC = """
+local state = redis.call('GET', KEYS[1])
+if state == 'processing' then
+  redis.call('SET', KEYS[1], 'async', 'KEEPTTL')
+  return 'async'
+end
+return state
+"""
+
+
+class Claims:
+    """Each message WeChat sends is processed by the first copy to arrive, on
+    any instance; the copies agree in Redis on how it is answered."""
+
+    def __init__(self, redis: aioredis.Redis, app_id: str) -> None:
+        self.redis, self.prefix = redis, f"wechat:{app_id}:seen:"
+
+    async def claim(self, dedup_id: str) -> bool:
+        """True for the first copy: it processes the message."""
+        key = self.prefix + dedup_id
+        return bool(await self.redis.set(key, _PROCESSING, nx=True, ex=SEEN_TTL_SECONDS))
+
+    async def answer_passively(self, dedup_id: str, text: str) -> bool:
+        """May the first copy answer with `text`? (No if a retry came first.)"""
+        key = self.prefix + dedup_id
+        return bool(await self.redis.eval(_TAKE_PASSIVE, 1, key, _PASSIVE + text))
+
+    async def go_async(self, dedup_id: str) -> str | None:
+        """Make a message still in work go through the API. Returns the passive
+        reply already given, if one was (a retry then answers the same)."""
+        state = await self.redis.eval(_GO_ASYNC, 1, self.prefix + dedup_id)
+        if isinstance(state, str) and state.startswith(_PASSIVE):
+            return state[len(_PASSIVE) :]
+        return None
+
+
+@dataclass(frozen=True)
+class WeChatConfig:
+    token: str = ""
+    app_id: str = ""
+    app_secret: str = ""
+    encoding_aes_key: str = ""
+    api_base_url: str = DEFAULT_API_BASE_URL
+    passive_reply_seconds: float = 4.0
+    menu_intents: dict[str, str] = field(default_factory=dict)
+    limits: Limits = field(default_factory=Limits)
+
+    @classmethod
+    def from_credentials(cls, credentials: dict[str, Any] | None) -> WeChatConfig:
+        given = credentials or {}
+
+        def text(key: str) -> str:
+            return str(given.get(key) or "").strip()
+
+        base_url = text("api_base_url") or DEFAULT_API_BASE_URL
+        raw_seconds = given.get("passive_reply_seconds")
+        try:
+            seconds = 4.0 if raw_seconds in (None, "") else float(raw_seconds)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"wechat passive_reply_seconds must be a number, got {raw_seconds!r}"
+            ) from None
+        if not 0 <= seconds < WECHAT_TIMEOUT_SECONDS:
+            raise ValueError(
+                f"wechat passive_reply_seconds must be 0 to <{WECHAT_TIMEOUT_SECONDS:g} "
+                f"(WeChat gives up after {WECHAT_TIMEOUT_SECONDS:g} s), got {seconds}"
+            )
+        intents = given.get("menu_intents") or {}
+        if not isinstance(intents, dict) or not all(
+            isinstance(v, str) and v for v in intents.values()
+        ):
+            raise ValueError("wechat menu_intents must map menu keys to messages, e.g. /greet")
+        return cls(
+            token=text("token"),
+            app_id=text("app_id"),
+            app_secret=text("app_secret"),
+            encoding_aes_key=text("encoding_aes_key"),
+            api_base_url=base_url if base_url.endswith("/") else base_url + "/",
+            passive_reply_seconds=seconds,
+            menu_intents={str(k): v for k, v in intents.items()},
+            limits=Limits.from_credentials(given),
+        )
+
+    @property
+    def missing(self) -> list[str]:
+        names = {"token": "TOKEN", "app_id": "APP_ID", "app_secret": "APP_SECRET"}
+        return [f"WECHAT_{env}" for key, env in names.items() if not getattr(self, key)]
+
+    @property
+    def off_reason(self) -> str:
+        if not self.missing:
+            return ""
+        return f"the WeChat channel is not configured (set {', '.join(self.missing)})"
+
+
+def _crypto(config: WeChatConfig) -> WeChatCrypto | None:
+    if not config.encoding_aes_key or config.missing:
+        return None
+    try:
+        return WeChatCrypto(config.token, config.encoding_aes_key, config.app_id)
+    except Exception:  # wechatpy asserts on the key's length; say what is wrong instead
+        raise ValueError(
+            "wechat encoding_aes_key must be the 43-character EncodingAESKey "
+            "from WeChat's console (WECHAT_ENCODING_AES_KEY)"
+        ) from None
+
+
+def media_details(inbound: Inbound) -> dict[str, Any]:
+    """What the transcript keeps of a media message (WeChat's own field names)."""
+    wanted = {
+        "image": ("PicUrl", "MediaId"),
+        "voice": ("MediaId", "Format"),
+        "video": ("MediaId", "ThumbMediaId"),
+        "shortvideo": ("MediaId", "ThumbMediaId"),
+        "location": ("Location_X", "Location_Y", "Scale", "Label"),
+        "link": ("Title", "Description", "Url"),
+        "file": ("Title", "Description", "FileKey", "FileMd5", "FileTotalLen"),
+    }.get(inbound.msg_type, ())
+    details = {name: inbound.fields[name] for name in wanted if inbound.fields.get(name)}
+    return {"type": inbound.msg_type, **details}
+
+
+def media_text(details: dict[str, Any]) -> str:
+    """A line an agent can read in the transcript, e.g. "[image] https://…"."""
+    shown = [details.get(k) for k in ("Title", "Label", "Url", "PicUrl")]
+    if details["type"] == "location":
+        shown.append(f"({details.get('Location_X')}, {details.get('Location_Y')})")
+    return " ".join([f"[{details['type']}]", *[s for s in shown if s]])
 
 
 class WeChatInput(InputChannel):
+    def __init__(self, config: WeChatConfig) -> None:
+        self.config = config
+        self.crypto = _crypto(config)
+        self.api = (
+            None
+            if config.missing
+            else WeChatAPI(config.app_id, config.app_secret, config.api_base_url)
+        )
+        self.output = WeChatOutput(self.api, config.off_reason)
+        self.rate = RateLimiter(config.limits, prefix=f"ratelimit:{CHANNEL}")
+        self._tasks: set[asyncio.Future] = set()
+
     @classmethod
     def name(cls) -> str:
-        return "wechat"
+        return CHANNEL
 
     @classmethod
     def from_credentials(cls, credentials: dict[str, Any] | None) -> WeChatInput:
-        return cls()
+        return cls(WeChatConfig.from_credentials(credentials))
+
+    def get_output_channel(self) -> WeChatOutput:
+        return self.output
+
+    # --- HTTP ---------------------------------------------------------------------------
 
     def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:
-        return Blueprint("wechat_channel", __name__)
+        blueprint = Blueprint("wechat_webhook", __name__)
+        if self.config.missing:
+            logger.warning("%s; its webhook answers 503", self.config.off_reason)
+        else:
+            mode = "plain and safe (AES) mode" if self.crypto else "plain mode only"
+            logger.info("WeChat channel on for app %s, %s", self.config.app_id, mode)
+
+        @blueprint.route("/", methods=["GET"])
+        async def health(_: Request) -> HTTPResponse:
+            return response.json({"status": "ok", "configured": not self.config.missing})
+
+        @blueprint.route("/webhook", methods=["GET"])
+        async def verify(request: Request) -> HTTPResponse:
+            if self.config.missing:
+                return response.json({"error": self.config.off_reason}, status=503)
+            try:
+                return response.text(verify_url(request.args, self.config.token))
+            except Refused as refused:
+                return self._refused(refused)
+
+        @blueprint.route("/webhook", methods=["POST"], stream=True)
+        async def receive(request: Request) -> HTTPResponse:
+            started = time.monotonic()
+            if self.config.missing:
+                return response.json({"error": self.config.off_reason}, status=503)
+            try:
+                body = await _read_body(request)
+                inbound = read_message(body, request.args, self.config.token, self.crypto)
+                await self._check_replay(request, inbound)
+            except Refused as refused:
+                return self._refused(refused)
+            try:
+                return await self._handle(request, inbound, on_new_message, started)
+            except Exception:  # e.g. Redis unreachable: say so rather than WeChat's "无法提供服务"
+                logger.exception("WeChat message from %s failed", inbound.openid)
+                return self._reply(inbound, notice("trouble", language="zh"))
+
+        return blueprint
+
+    def _refused(self, refused: Refused) -> HTTPResponse:
+        logger.warning("refused a WeChat webhook request: %s", refused.reason)
+        return response.json({"error": refused.reason}, status=refused.status)
+
+    def _reply(self, inbound: Inbound, text: str) -> HTTPResponse:
+        xml = render_reply(inbound, text, self.crypto)
+        return response.text(xml, content_type="application/xml; charset=utf-8")
+
+    async def _check_replay(self, request: Request, inbound: Inbound) -> None:
+        # In plain mode the signature covers only timestamp+nonce, not the body:
+        # let one signature stand for one message only (a retry of it may reuse it).
+        if inbound.encrypted:
+            return
+        key = f"wechat:{self.config.app_id}:signature:{request.args.get('signature')}"
+        redis = get_redis()
+        if await redis.set(key, inbound.dedup_id, nx=True, ex=2 * MAX_CLOCK_SKEW_SECONDS):
+            return
+        if await redis.get(key) != inbound.dedup_id:
+            raise Refused(403, "this signature was already used for another message")
+
+    # --- one message ----------------------------------------------------------------------
+
+    async def _handle(
+        self,
+        request: Request,
+        inbound: Inbound,
+        on_new_message: Callable[[UserMessage], Awaitable[Any]],
+        started: float,
+    ) -> HTTPResponse:
+        redis = get_redis()
+        claims = Claims(redis, self.config.app_id)
+        if not await claims.claim(inbound.dedup_id):
+            return await self._retry(claims, inbound)
+
+        identity = Identity(CHANNEL, inbound.openid, "wechat_signature")
+        conversation = identity.conversation_id
+        metadata = identity.metadata(
+            app_id=self.config.app_id, msg_id=inbound.dedup_id, msg_type=inbound.msg_type
+        )
+        fields = inbound.fields
+        text: str | None = None
+        if inbound.msg_type == "event":
+            event = inbound.event
+            if event == "unsubscribe":
+                agent = request.app.ctx.agent
+                self._spawn(self._record_unsubscribe(agent, conversation, inbound, metadata))
+                return response.text(SUCCESS)
+            key_field = fields.get("EventKey") or ""
+            if event in ("subscribe", "scan"):
+                text = "/greet"
+                metadata.update(event=event)
+                if key_field:
+                    metadata.update(scene=key_field.removeprefix("qrscene_"))
+            elif event == "click" and key_field in self.config.menu_intents:
+                text = self.config.menu_intents[key_field]
+                metadata.update(event=event, menu_key=key_field)
+            else:
+                if event == "click":
+                    logger.warning("WeChat menu key %r is not in menu_intents", key_field)
+                return response.text(SUCCESS)  # VIEW, LOCATION, template reports…
+        elif inbound.msg_type == "text" or (
+            inbound.msg_type == "voice" and fields.get("Recognition")
+        ):
+            if inbound.msg_type == "voice":
+                metadata.update(voice_recognition=True, media_id=fields.get("MediaId"))
+            # What a customer types is never an intent payload ("/restart" would
+            # end a hand-off, "/inform{...}" set slots); our options and events are.
+            text = (fields.get("Content") or fields.get("Recognition") or "").lstrip("/ ")
+            if not text:
+                return response.text(SUCCESS)
+        elif inbound.msg_type not in MEDIA_TYPES:
+            logger.info("WeChat message type %r ignored", inbound.msg_type)
+            return response.text(SUCCESS)
+
+        # Limits: a notice right away (no turn to wait for), nothing processed.
+        language = language_of(text) if text and not text.startswith("/") else "zh"
+        if not (await self.rate.hit(redis, inbound.openid)).allowed:
+            return await self._notice(claims, inbound, notice("too_fast", language=language))
+        if text is not None and self.config.limits.too_long(text):
+            limit = self.config.limits.max_message_chars
+            too_long = notice("too_long", language=language, limit=limit)
+            return await self._notice(claims, inbound, too_long)
+
+        work: Coroutine[Any, Any, list[dict[str, Any]]]
+        if text is None:
+            agent = request.app.ctx.agent
+            work = self._media(agent, conversation, inbound, metadata)
+        else:
+            chosen = await resolve_option(redis, conversation, text)
+            if chosen is not None:
+                metadata.update(option_number=text)
+                text = chosen
+            message = UserMessage(
+                text,
+                CollectingOutputChannel(),
+                conversation,
+                input_channel=CHANNEL,
+                message_id=inbound.dedup_id,
+                metadata=metadata,
+            )
+            work = self._turn(on_new_message, message)
+        return await self._respond(claims, inbound, conversation, work, started, language)
+
+    async def _retry(self, claims: Claims, inbound: Inbound) -> HTTPResponse:
+        given = await claims.go_async(inbound.dedup_id)
+        logger.info("WeChat retry of %s (%s)", inbound.dedup_id, "passive" if given else "async")
+        if given is not None:
+            # WeChat dropped the first answer (or it would not retry): the same again.
+            return self._reply(inbound, given)
+        return response.text(SUCCESS)
+
+    async def _notice(self, claims: Claims, inbound: Inbound, text: str) -> HTTPResponse:
+        await claims.answer_passively(inbound.dedup_id, text)
+        return self._reply(inbound, text)
+
+    async def _respond(
+        self,
+        claims: Claims,
+        inbound: Inbound,
+        conversation: str,
+        work: Coroutine[Any, Any, list[dict[str, Any]]],
+        started: float,
+        language: str,
+    ) -> HTTPResponse:
+        task = asyncio.ensure_future(self._guarded(work, conversation, language))
+        remaining = self.config.passive_reply_seconds - (time.monotonic() - started)
+        if remaining > 0:
+            await asyncio.wait({task}, timeout=remaining)
+        if task.done():
+            messages = task.result()
+            text = render_turn(messages)
+            if not text:
+                return response.text(SUCCESS)
+            fits = len(text.encode()) <= TEXT_LIMIT_BYTES
+            if fits and await claims.answer_passively(inbound.dedup_id, text):
+                for message in messages:
+                    await remember_options(claims.redis, conversation, message)
+                return self._reply(inbound, text)
+        await claims.go_async(inbound.dedup_id)
+        self._spawn(self._deliver(task, conversation))
+        return response.text(SUCCESS)
+
+    async def _guarded(
+        self,
+        work: Coroutine[Any, Any, list[dict[str, Any]]],
+        conversation: str,
+        language: str,
+    ) -> list[dict[str, Any]]:
+        try:
+            return await work
+        except Exception:
+            logger.exception("WeChat message of %s failed", conversation)
+            return [{"text": notice("trouble", language=language)}]
+
+    async def _deliver(self, task: Awaitable[list[dict[str, Any]]], conversation: str) -> None:
+        messages = await task
+        try:
+            await self.output.send_messages(conversation, messages)
+        except PushError as error:  # logged and recorded for the desk by the output
+            logger.debug("async WeChat reply not delivered: %s", error)
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
+        # Keep a reference: the loop holds tasks only weakly.
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- turns ----------------------------------------------------------------------------
+
+    async def _turn(
+        self, on_new_message: Callable[[UserMessage], Awaitable[Any]], message: UserMessage
+    ) -> list[dict[str, Any]]:
+        await on_new_message(message)
+        return list(message.output_channel.messages)  # type: ignore[attr-defined]
+
+    async def _media(
+        self, agent: Agent, conversation: str, inbound: Inbound, metadata: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        """Keep the media in the transcript without a bot turn (the bot can't read
+        it); acknowledge it and offer a person, unless a person has it already."""
+        details = media_details(inbound)
+        metadata = {**metadata, "media": details}
+        replies: list[dict[str, Any]] = []
+
+        def events(tracker: Any) -> list[Any]:
+            said = UserUttered(
+                media_text(details),
+                input_channel=CHANNEL,
+                message_id=inbound.dedup_id,
+                metadata=metadata,
+            )
+            if tracker.is_paused():  # with an agent, who sees the media in the transcript
+                return [said]
+            language = tracker.get_slot("language")
+            language = language if language in HUMAN_OPTION else "zh"  # the bot's default
+            reply = {
+                "text": media_notice(inbound.msg_type, language),
+                "buttons": [HUMAN_OPTION[language]],
+            }
+            replies.append(reply)
+            notice_event = BotUttered(
+                reply["text"], {"buttons": reply["buttons"]}, {"notice": "media_received"}
+            )
+            return [said, notice_event]
+
+        await _append_to_transcript(agent, conversation, metadata, events)
+        return replies
+
+    async def _record_unsubscribe(
+        self, agent: Agent, conversation: str, inbound: Inbound, metadata: dict[str, Any]
+    ) -> None:
+        metadata = {**metadata, "event": "unsubscribe"}
+        try:
+            await _append_to_transcript(
+                agent,
+                conversation,
+                metadata,
+                lambda _: [
+                    UserUttered(
+                        "[unsubscribe]",
+                        input_channel=CHANNEL,
+                        message_id=inbound.dedup_id,
+                        metadata=metadata,
+                    )
+                ],
+            )
+        except Exception:
+            logger.exception("could not record that %s unsubscribed", conversation)
+
+
+async def _append_to_transcript(
+    agent: Agent,
+    conversation: str,
+    metadata: dict[str, Any],
+    make_events: Callable[[Any], list[Any]],
+) -> None:
+    """Append events to a conversation as Rasa does for a message, under the
+    conversation's lock, but with no prediction (nothing for the bot to do)."""
+    if agent is None or agent.processor is None:
+        raise RuntimeError("no model loaded")
+    async with agent.lock_store.lock(conversation):
+        tracker = await agent.processor.fetch_tracker_and_update_session(
+            conversation, CollectingOutputChannel(), metadata
+        )
+        for event in make_events(tracker):
+            tracker.update(event)
+        await agent.processor.save_tracker(tracker)
+
+
+async def _read_body(request: Request) -> bytes:
+    """The body, read only up to MAX_BODY_BYTES (Sanic's default limit is 100 MB)."""
+    request.stream.request_max_size = MAX_BODY_BYTES
+    try:
+        return b"".join([chunk async for chunk in request.stream])
+    except PayloadTooLarge:
+        raise Refused(400, f"body larger than {MAX_BODY_BYTES} bytes") from None

@@ -214,6 +214,9 @@ def scaled(
         "REDIS_URL": SYSTEM_REDIS_URL,
         "DATABASE_URL": POSTGRES_URL,
         **channel_env(wechat_api, app_push),
+        # WeChat: the embedded service answers passively, these two always
+        # through the customer-service API, so tests cover both paths.
+        "WECHAT_PASSIVE_REPLY_SECONDS": "0",
     }
     # A clean slate: keys left by an earlier session (cached WeChat tokens from
     # another fake server, rate-limit buckets, outboxes) must not leak in.

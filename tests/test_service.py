@@ -180,3 +180,15 @@ def test_malformed_json_gets_a_400_and_the_service_carries_on(service: Service) 
         urllib.request.urlopen(request, timeout=30)
     assert error.value.code == 400
     assert service.say(sender(), "hi")[0]["text"]
+
+
+def test_rest_channel_refuses_callers_without_the_api_token(service: Service) -> None:
+    who = sender()
+    for token in (None, "wrong-token"):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            service.post("/webhooks/rest/webhook", {"sender": who, "message": "你好"}, token)
+        assert refused.value.code == 401
+    # Nothing was processed: the conversation does not exist.
+    events = service.get(f"/conversations/{who}/tracker")["events"]
+    assert not [e for e in events if e["event"] == "user"]
+    assert service.say(who, "你好")  # with the token it answers

@@ -1,0 +1,272 @@
+"""The app's outbox: every message for a customer, kept until fetched.
+
+One Redis Stream per customer (`app:outbox:<customer id>`): XADD appends (the
+stream id is the message id clients track), XRANGE serves a reconnecting or
+polling client everything after the last id it saw, XREAD BLOCK feeds open
+WebSockets on any server instance. Length-capped and expiring, so an app that
+never comes back doesn't keep messages forever.
+
+Presence (`app:presence:<customer id>`) is a sorted set of open sockets
+scored by when each stops counting unless refreshed, so a server that dies
+with sockets open doesn't leave the customer "online" for longer than the TTL.
+A message appended while no socket is open triggers the app's push-notification
+webhook, signed with HMAC-SHA256; a failing webhook is logged and the message
+stays in the outbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from rasa.core.channels.channel import OutputChannel
+from redis import asyncio as aioredis
+
+from connectors.clients import get_redis
+from connectors.identity import conversation_id, split_conversation_id
+from connectors.rich import as_text
+
+logger = logging.getLogger(__name__)
+
+# What of a bot message an app can render; "agent" names the person who wrote it.
+MESSAGE_KEYS = (
+    "text",
+    "buttons",
+    "quick_replies",
+    "image",
+    "attachment",
+    "custom",
+    "elements",
+    "agent",
+)
+PREVIEW_CHARS = 120
+# A stream id as clients send it back: "<ms>" or "<ms>-<seq>"; "0" is "from the start".
+_STREAM_ID = re.compile(r"^\d{1,20}(-\d{1,20})?$")
+
+# Strong references to webhook calls in flight (the loop keeps only weak ones).
+_background: set[asyncio.Task[None]] = set()
+
+
+class BadCursor(ValueError):
+    pass
+
+
+def check_since(since: str | None) -> str:
+    """A client's "last id I saw", validated; absent means from the start."""
+    if since is None or since == "":
+        return "0"
+    if not isinstance(since, str) or not _STREAM_ID.match(since):
+        raise BadCursor("since must be a message id such as 1700000000000-0, or 0")
+    return since
+
+
+def app_message(message: dict[str, Any]) -> dict[str, Any]:
+    """The renderable part of a Rasa bot message (drops timestamps, template names…)."""
+    return {k: message[k] for k in MESSAGE_KEYS if message.get(k) not in (None, "", [], {})}
+
+
+@dataclass(frozen=True)
+class OutboxConfig:
+    max_length: int = 1000
+    ttl_seconds: int = 7 * 24 * 3600
+    presence_ttl_seconds: int = 60
+    push_webhook_url: str | None = None
+    push_webhook_secret: str | None = None
+    push_timeout_seconds: float = 3.0
+
+
+class Outbox:
+    def __init__(self, config: OutboxConfig, redis_url: str | None = None) -> None:
+        self.config = config
+        self.redis_url = redis_url  # None: REDIS_URL, read when first used
+
+    def redis(self) -> aioredis.Redis:
+        return get_redis(self.redis_url)
+
+    @staticmethod
+    def stream_key(customer: str) -> str:
+        return f"app:outbox:{customer}"
+
+    @staticmethod
+    def presence_key(customer: str) -> str:
+        return f"app:presence:{customer}"
+
+    # --- writing --------------------------------------------------------------
+
+    async def append(self, customer: str, message: dict[str, Any]) -> str:
+        """Adds a message; returns its id. Raises if Redis does (the caller must know)."""
+        key = self.stream_key(customer)
+        async with self.redis().pipeline(transaction=True) as pipe:
+            pipe.xadd(
+                key,
+                {"message": json.dumps(message, ensure_ascii=False)},
+                maxlen=self.config.max_length,
+                approximate=True,
+            )
+            pipe.expire(key, self.config.ttl_seconds)
+            message_id, _ = await pipe.execute()
+        return str(message_id)
+
+    # --- reading --------------------------------------------------------------
+
+    async def after(
+        self, customer: str, since: str, count: int | None = None
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """Messages with ids greater than `since`, oldest first."""
+        # "(" makes the start exclusive (Redis ≥ 6.2).
+        start = "-" if since in ("0", "0-0") else f"({since}"
+        entries = await self.redis().xrange(self.stream_key(customer), start, "+", count=count)
+        return [(str(i), _decode(fields)) for i, fields in entries]
+
+    async def wait_after(
+        self, customer: str, since: str, block_ms: int
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """Like `after`, but waits up to `block_ms` for something new (any instance's XADD)."""
+        found = await self.redis().xread(
+            {self.stream_key(customer): since}, count=100, block=block_ms
+        )
+        return [(str(i), _decode(fields)) for _, entries in found or [] for i, fields in entries]
+
+    async def last_id(self, customer: str) -> str:
+        entries = await self.redis().xrevrange(self.stream_key(customer), count=1)
+        return str(entries[0][0]) if entries else "0"
+
+    # --- presence -------------------------------------------------------------
+
+    async def mark_online(self, customer: str, socket_id: str) -> None:
+        key = self.presence_key(customer)
+        now = time.time()
+        async with self.redis().pipeline(transaction=True) as pipe:
+            pipe.zremrangebyscore(key, "-inf", now)
+            pipe.zadd(key, {socket_id: now + self.config.presence_ttl_seconds})
+            pipe.expire(key, self.config.presence_ttl_seconds)
+            await pipe.execute()
+
+    async def mark_offline(self, customer: str, socket_id: str) -> None:
+        await self.redis().zrem(self.presence_key(customer), socket_id)
+
+    async def is_online(self, customer: str) -> bool:
+        # Instances of one service share NTP time; the TTL dwarfs any skew.
+        return bool(await self.redis().zcount(self.presence_key(customer), time.time(), "+inf"))
+
+    # --- push notifications ---------------------------------------------------
+
+    def sign(self, body: bytes) -> str:
+        secret = (self.config.push_webhook_secret or "").encode()
+        return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+
+    async def notify(self, customer: str, message_id: str, message: dict[str, Any]) -> bool:
+        """POST the push-notification webhook; True when it answered 2xx. Never raises."""
+        url = self.config.push_webhook_url
+        if not url:
+            return False
+        preview = as_text(message)
+        if len(preview) > PREVIEW_CHARS:
+            preview = preview[: PREVIEW_CHARS - 1] + "…"
+        body = json.dumps(
+            {
+                "customer_id": customer,
+                "conversation_id": conversation_id("app", customer),
+                "message_id": message_id,
+                "preview": preview,
+                # Lets the receiver refuse replays of an old, validly signed call.
+                "sent_at": int(time.time()),
+            },
+            ensure_ascii=False,
+        ).encode()
+        headers = {"Content-Type": "application/json", "X-Signature": self.sign(body)}
+        timeout = aiohttp.ClientTimeout(total=self.config.push_timeout_seconds)
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=timeout) as session,
+                session.post(url, data=body, headers=headers) as answer,
+            ):
+                if answer.status // 100 == 2:
+                    return True
+                logger.warning(
+                    "app push webhook answered HTTP %s for %s (message %s stays in the outbox)",
+                    answer.status,
+                    customer,
+                    message_id,
+                )
+        except Exception as error:  # any failure: log, keep the message
+            logger.warning(
+                "app push webhook failed for %s: %r (message %s stays in the outbox)",
+                customer,
+                error,
+                message_id,
+            )
+        return False
+
+    async def deliver(
+        self, customer: str, message: dict[str, Any], wait_for_push: bool = False
+    ) -> str | None:
+        """Append a message; notify the push webhook if the customer has no open socket.
+
+        `wait_for_push`: a process that pushes and then exits (a script, the desk's
+        shutdown) awaits the (short-timeout) webhook call; the server doesn't.
+        """
+        message = app_message(message)
+        if not message:
+            return None
+        message_id = await self.append(customer, message)
+        if self.config.push_webhook_url and not await self._online_or_unknown(customer):
+            call = self.notify(customer, message_id, message)
+            if wait_for_push:
+                await call
+            else:
+                task = asyncio.create_task(call)
+                _background.add(task)
+                task.add_done_callback(_background.discard)
+        return message_id
+
+    async def _online_or_unknown(self, customer: str) -> bool:
+        try:
+            return await self.is_online(customer)
+        except Exception:  # the message is stored; skip the notification
+            logger.exception("could not read app presence for %s", customer)
+            return True
+
+
+def _decode(fields: dict[str, str]) -> dict[str, Any]:
+    try:
+        return json.loads(fields["message"])
+    except (KeyError, ValueError):
+        logger.warning("unreadable outbox entry: %r", fields)
+        return {}
+
+
+class AppOutput(OutputChannel):
+    """Delivers bot, agent and proactive messages to an app customer: outbox + push.
+
+    Each Rasa message is one outbox entry, whole (text with its buttons, image…):
+    the app renders it natively, nothing is flattened to text.
+    """
+
+    def __init__(self, outbox: Outbox, wait_for_push: bool = False) -> None:
+        self.outbox = outbox
+        self.wait_for_push = wait_for_push
+        self.message_ids: list[str] = []  # what this instance appended, in order
+
+    @classmethod
+    def name(cls) -> str:
+        return "app"
+
+    async def send_response(self, recipient_id: str, message: dict[str, Any]) -> None:
+        channel, customer = split_conversation_id(recipient_id)
+        if channel != "app":
+            raise ValueError(f"{recipient_id!r} is not an app conversation")
+        message_id = await self.outbox.deliver(customer, message, self.wait_for_push)
+        if message_id:
+            self.message_ids.append(message_id)
+
+    async def send_text_message(self, recipient_id: str, text: str, **kwargs: Any) -> None:
+        await self.send_response(recipient_id, {"text": text})

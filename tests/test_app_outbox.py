@@ -1,0 +1,168 @@
+"""The app channel's timers and outbox on a real Sanic server in this process,
+with the machine's Redis and no Rasa: keepalive, a token running out on an open
+socket, presence, a push webhook that hangs. (The service runs with settings
+that would make these take minutes; tests/test_app.py covers the rest.)"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from typing import Any, Iterator
+
+import pytest
+import websockets
+
+from connectors.app import AppInput
+from connectors.app_outbox import AppOutput
+from tests.app_client import (
+    app_token,
+    bearer,
+    expected_signature,
+    new_customer,
+    serve_channel,
+    ws_url,
+)
+from tests.conftest import APP_JWT_SECRET, APP_PUSH_WEBHOOK_SECRET, SYSTEM_REDIS_URL
+from tests.http_recorder import Recorder
+
+pytestmark = pytest.mark.asyncio
+
+
+@pytest.fixture(autouse=True)
+def machine_redis(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIS_URL", SYSTEM_REDIS_URL)
+
+
+@pytest.fixture
+def hanging_push() -> Iterator[tuple[Recorder, threading.Event]]:
+    """A push service that doesn't answer until released."""
+    release = threading.Event()
+
+    def route(request: Any) -> tuple[int, Any]:
+        release.wait(30)
+        return 200, {"ok": True}
+
+    recorder = Recorder(route).start()
+    yield recorder, release
+    release.set()
+    recorder.stop()
+
+
+def channel(**settings: Any) -> AppInput:
+    return AppInput.from_credentials(
+        {
+            "jwt_algorithm": "HS256",
+            "jwt_key": APP_JWT_SECRET,
+            "jwt_leeway_seconds": 0,
+            "keepalive_seconds": 1,
+            "presence_ttl_seconds": 3,
+            **settings,
+        }
+    )
+
+
+async def no_turns(message: Any) -> None:
+    raise AssertionError("these tests send no customer messages")
+
+
+async def wait_until(condition: Any, timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await condition():
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+async def test_keepalive_then_the_token_runs_out_on_an_open_socket() -> None:
+    app = channel()
+    customer = new_customer()
+    async with serve_channel(app, no_turns) as url:
+        token = app_token(customer, lifetime=3)
+        async with websockets.connect(ws_url(url), extra_headers=bearer(token)) as ws:
+            assert json.loads(await ws.recv())["type"] == "ready"
+            assert await app.outbox.is_online(customer)
+
+            await AppOutput(app.outbox).send_response(f"app:{customer}", {"text": "hi"})
+            frame = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            assert frame["type"] == "message" and frame["message"] == {"text": "hi"}
+            assert json.loads(await asyncio.wait_for(ws.recv(), 5)) == {"type": "ping"}
+
+            while (frame := json.loads(await asyncio.wait_for(ws.recv(), 10)))["type"] == "ping":
+                pass
+            assert frame == {"type": "error", "error": "unauthorized", "detail": "token expired"}
+            with pytest.raises(websockets.ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 10)
+            assert ws.close_code == 4401
+
+        async def offline() -> bool:
+            return not await app.outbox.is_online(customer)
+
+        assert await wait_until(offline)
+
+
+async def test_presence_of_a_vanished_server_expires() -> None:
+    app = channel()
+    customer = new_customer()
+    await app.outbox.mark_online(customer, "socket-of-a-crashed-server")
+    assert await app.outbox.is_online(customer)
+
+    async def offline() -> bool:
+        return not await app.outbox.is_online(customer)
+
+    assert await wait_until(offline, timeout=6)
+
+
+async def test_a_hanging_push_webhook_neither_blocks_nor_loses_messages(
+    hanging_push: tuple[Recorder, threading.Event],
+) -> None:
+    recorder, release = hanging_push
+    app = channel(
+        push_webhook_url=f"{recorder.url}/push",
+        push_webhook_secret=APP_PUSH_WEBHOOK_SECRET,
+        push_timeout_seconds=0.5,
+    )
+    customer = new_customer()
+    conversation = f"app:{customer}"
+
+    # Inside a turn: the webhook call runs beside it.
+    start = time.monotonic()
+    await AppOutput(app.outbox).send_response(conversation, {"text": "第一条"})
+    assert time.monotonic() - start < 0.4
+    (call,) = await asyncio.to_thread(recorder.wait_for, "/push", 1)
+    assert call.headers["x-signature"] == expected_signature(call.body)
+
+    # A process that pushes and exits waits, but only as long as the timeout.
+    start = time.monotonic()
+    await app.get_output_channel().send_response(conversation, {"text": "第二条"})
+    assert 0.4 < time.monotonic() - start < 3
+
+    kept = await app.outbox.after(customer, "0")
+    assert [m for _, m in kept] == [{"text": "第一条"}, {"text": "第二条"}]
+
+
+async def test_redis_down_is_a_clear_503_and_nothing_is_processed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import httpx
+
+    from tests.conftest import free_port
+
+    monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")  # nobody there
+    token = app_token(new_customer())
+    async with serve_channel(channel(), no_turns) as url:
+        async with httpx.AsyncClient(timeout=30) as client:
+            sent = await client.post(
+                f"{url}/webhooks/app/messages", json={"text": "hi"}, headers=bearer(token)
+            )
+            polled = await client.get(f"{url}/webhooks/app/messages", headers=bearer(token))
+        for answer in (sent, polled):
+            assert answer.status_code == 503, answer.text
+            assert answer.json()["error"] == "unavailable" and answer.headers["Retry-After"]
+        async with websockets.connect(ws_url(url), extra_headers=bearer(token)) as ws:
+            assert json.loads(await ws.recv())["error"] == "unavailable"
+            with pytest.raises(websockets.ConnectionClosed):
+                await ws.recv()
+            assert ws.close_code == 1011

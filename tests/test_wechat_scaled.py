@@ -1,0 +1,185 @@
+"""The WeChat channel on two service instances sharing PostgreSQL and the
+machine's Redis, as behind a load balancer. These instances answer through
+the customer-service API (passive_reply_seconds 0), faked on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+import redis
+
+from connectors.push import DELIVERY_FAILURES_STREAM, DeliveryFailed
+from tests.conftest import (
+    SYSTEM_REDIS_URL,
+    WECHAT_AES_KEY,
+    WECHAT_TOKEN,
+    Service,
+    push_from_outside,
+)
+from tests.fake_wechat import APP_ID, FakeWeChatAPI, WeChatCaller, message_xml, new_openid
+from tests.http_recorder import Recorder
+from tests.test_wechat import WEBHOOK, concurrently, events, wait_until
+
+pytestmark = pytest.mark.slow
+
+SEND = "/cgi-bin/message/custom/send"
+
+
+@pytest.fixture(scope="module")
+def callers(scaled: list[Service]) -> list[WeChatCaller]:
+    return [WeChatCaller(f"{s.url}{WEBHOOK}", WECHAT_TOKEN, WECHAT_AES_KEY) for s in scaled]
+
+
+@pytest.fixture(scope="module")
+def shared_redis() -> redis.Redis:
+    return redis.Redis.from_url(SYSTEM_REDIS_URL, decode_responses=True)
+
+
+def text(openid: str, content: str, **fields: Any) -> str:
+    return message_xml(openid, "text", Content=content, **fields)
+
+
+def test_replies_go_through_the_customer_service_api(
+    callers: list[WeChatCaller], wechat_api: FakeWeChatAPI
+) -> None:
+    openid = new_openid()
+    answer = callers[0].post(text(openid, "运费怎么算"))
+    assert answer.is_success  # at once; the reply follows through the API
+    [reply] = wechat_api.wait_for_texts(openid)
+    assert "包邮" in reply
+    safe = callers[1].post(text(openid, "what is your return policy?"), safe=True)
+    assert safe.is_success
+    assert "within 7 days" in wechat_api.wait_for_texts(openid, 2)[1]
+
+
+def test_retries_reaching_both_instances_get_one_reply(
+    scaled: list[Service], callers: list[WeChatCaller], wechat_api: FakeWeChatAPI
+) -> None:
+    openid = new_openid()
+    xml = text(openid, "运费怎么算")
+    first, second = callers
+    answers = concurrently([lambda: first.post(xml), lambda: second.post(xml),
+                            lambda: first.post(xml)])
+    assert all(a.is_success for a in answers)
+    assert second.post(xml).is_success  # a late retry too
+    # The next message's reply comes after any duplicate's would have.
+    assert second.post(text(openid, "谢谢")).is_success
+    texts = wechat_api.wait_for_texts(openid, 2)
+    assert len(texts) == 2 and "包邮" in texts[0] and "不客气" in texts[1]
+    assert [e["text"] for e in events(scaled[0], openid)] == ["运费怎么算", "谢谢"]
+
+
+def test_instances_fetch_one_access_token_between_them(
+    callers: list[WeChatCaller], wechat_api: FakeWeChatAPI, shared_redis: redis.Redis
+) -> None:
+    shared_redis.delete(f"wechat:{APP_ID}_access_token")  # as if it had expired
+    issued = len(wechat_api.issued)
+    customers = [new_openid() for _ in range(4)]
+    answers = concurrently([
+        lambda c=c, i=i: callers[i % 2].post(text(c, "你好"))  # type: ignore[misc]
+        for i, c in enumerate(customers)
+    ])
+    assert all(a.is_success for a in answers)
+    for customer in customers:
+        assert wechat_api.wait_for_texts(customer), customer
+    assert len(wechat_api.issued) == issued + 1
+    token_calls = wechat_api.recorder.matching("/cgi-bin/token")
+    assert token_calls[-1].query["appid"] == APP_ID
+
+    # WeChat expires the token: one instance fetches the next, the other uses it.
+    wechat_api.expire_tokens()
+    answers = concurrently([
+        lambda c=c, i=i: callers[i % 2].post(text(c, "谢谢"))  # type: ignore[misc]
+        for i, c in enumerate(customers)
+    ])
+    for customer in customers:
+        assert len(wechat_api.wait_for_texts(customer, 2)) == 2, customer
+    assert len(wechat_api.issued) == issued + 2
+
+
+def failures_for(shared_redis: redis.Redis, conversation: str) -> list[dict[str, str]]:
+    return [e for _, e in shared_redis.xrange(DELIVERY_FAILURES_STREAM)
+            if e["conversation_id"] == conversation]
+
+
+def test_outside_the_48_hour_window_is_recorded_for_the_desk_and_nothing_crashes(
+    scaled: list[Service],
+    callers: list[WeChatCaller],
+    wechat_api: FakeWeChatAPI,
+    shared_redis: redis.Redis,
+) -> None:
+    openid = new_openid()
+    wechat_api.fail_next(SEND, 45015, "response out of time limit or subscription is canceled")
+    assert callers[0].post(text(openid, "运费怎么算")).is_success
+    failures = wait_until(lambda: failures_for(shared_redis, f"wechat:{openid}"))
+    assert [(f["channel"], f["code"]) for f in failures] == [("wechat", "45015")]
+    assert "subscription is canceled" in failures[0]["detail"]
+    assert wechat_api.texts_to(openid) == []
+    # The quota too; and then both instances still answer.
+    wechat_api.fail_next(SEND, 45047, "out of response count limit")
+    assert callers[1].post(text(openid, "谢谢")).is_success
+    failures = wait_until(lambda: len(failures_for(shared_redis, f"wechat:{openid}")) == 2)
+    assert failures
+    for i, caller in enumerate(callers):
+        assert caller.post(text(openid, "你好")).is_success
+        assert len(wechat_api.wait_for_texts(openid, i + 1)) == i + 1
+    for service in scaled:
+        assert service.get("/status")["model_file"]
+
+
+def test_push_through_wechat_while_two_instances_run(
+    scaled: list[Service],
+    callers: list[WeChatCaller],
+    wechat_api: FakeWeChatAPI,
+    app_push: Recorder,
+) -> None:
+    openid = new_openid()
+    conversation = f"wechat:{openid}"
+    callers[0].post(text(openid, "你好"))  # the customer wrote: inside the 48 hours
+    wechat_api.wait_for_texts(openid)
+    long_text = "您的退款进度如下：" + "。".join(f"第{i}步已完成" for i in range(400))
+
+    async def push_all() -> None:
+        with push_from_outside(SYSTEM_REDIS_URL, wechat_api, app_push) as push:
+            await push.send(conversation, {
+                "text": "您好，我是客服小青，请问您想了解哪方面？",
+                "buttons": [{"title": "运费", "payload": "运费怎么算"},
+                            {"title": "转人工", "payload": "/human_handoff"}],
+            })
+            await push.send(conversation, {"custom": {"type": "queue_position", "position": 2}})
+            await push.send(conversation, {"text": long_text})
+            wechat_api.fail_next(SEND, 45015, "response out of time limit")
+            with pytest.raises(DeliveryFailed) as failed:
+                await push.send(conversation, {"text": "这条送不到"})
+            assert failed.value.code == "45015"
+
+    started = len(wechat_api.texts_to(openid))
+    asyncio.run(push_all())
+    pushed = wechat_api.texts_to(openid)[started:]
+    assert pushed[0] == (
+        "您好，我是客服小青，请问您想了解哪方面？\n\n1. 运费\n2. 转人工\n\n回复数字即可选择。"
+    )
+    assert pushed[1] == "您前面还有 2 位。"
+    long_parts = pushed[2:]
+    assert len(long_parts) >= 2 and all(len(p.encode()) <= 2048 for p in long_parts)
+    assert "".join(long_parts).replace("\n", "") == long_text
+    # The customer answers the pushed options by number, on the other instance.
+    assert callers[1].post(text(openid, "1")).is_success
+    reply = wechat_api.wait_for_texts(openid, started + len(pushed) + 1)[-1]
+    assert "包邮" in reply
+    last = events(scaled[0], openid)[-1]
+    assert last["text"] == "运费怎么算" and last["metadata"]["option_number"] == "1"
+
+
+def test_unsubscribe_on_one_instance_is_in_the_shared_transcript(
+    scaled: list[Service], callers: list[WeChatCaller]
+) -> None:
+    openid = new_openid()
+    started = time.time()
+    assert callers[1].post(message_xml(openid, "event", Event="unsubscribe")).is_success
+    recorded = wait_until(lambda: events(scaled[0], openid))
+    assert recorded and recorded[0]["metadata"]["event"] == "unsubscribe"
+    assert recorded[0]["timestamp"] >= started - 1
