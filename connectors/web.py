@@ -1,21 +1,487 @@
-"""Skeleton: being built (issue 3)."""
+"""The web widget channel: Rasa's socket.io protocol, verified identity, any-process push.
+
+Protocol (what rasa-webchat speaks, so it works unchanged):
+
+    client → session_request {session_id?}            server → session_confirm "<session id>"
+    client → user_uttered {message, session_id, customData?}
+    server → bot_uttered {text} | {text, quick_replies} | {attachment} | {custom}
+
+Our own widget also gets (stock clients ignore them): `history` {session_id,
+messages} after session_confirm, `typing` {typing} while the bot works,
+`customer_uttered` {text} (what the customer typed in another tab) and
+`error` {code, message} when a request is refused.
+
+Identity (connectors.web_identity): the session id is a token the server
+signed; a host-site user proves who they are with an HMAC (in the connect
+`auth` or in session_request). The conversation id ("web:v-<visitor>" or
+"web:u-<user>") is kept server-side in the socket's session, and a
+user_uttered naming any other session id is refused.
+
+Scale-out: python-socketio's AsyncRedisManager on REDIS_URL, so an emit to a
+conversation's room reaches its sockets on every server process, and
+`get_output_channel()` pushes from processes that have no server at all.
+Across instances socket.io needs either websocket-only clients (our widget)
+or sticky sessions for long-polling.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import hmac
+import json
+import logging
+import os
+import weakref
+from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
+from urllib.parse import urlsplit
 
-from rasa.core.channels.channel import InputChannel, UserMessage
-from sanic import Blueprint
+import socketio
+from rasa.core.channels.channel import InputChannel, OutputChannel, UserMessage
+from rasa.core.channels.socketio import SocketBlueprint, SocketIOOutput
+from sanic import Blueprint, Sanic, response
+from sanic.request import Request
+from sanic.response import HTTPResponse
+from socketio.exceptions import ConnectionRefusedError as SocketRefused
+
+from connectors.clients import get_redis, redis_url
+from connectors.history import transcript
+from connectors.limits import Limits, RateLimiter
+from connectors.notices import notice
+from connectors.web_identity import (
+    DEFAULT_TOKEN_DAYS,
+    IdentityRefused,
+    SessionTokens,
+    WebSession,
+    host_user_claim,
+    verify_host_user,
+)
+from connectors.web_pages import add_static_routes, serve_demo_page_at_root
+
+logger = logging.getLogger(__name__)
+
+BOT_EVENT = "bot_uttered"
+SOCKETIO_PATH = "/socket.io"
+MAX_CUSTOM_DATA_BYTES = 4096
+# Incoming socket.io packets; a message is at most max_message_chars anyway.
+MAX_PACKET_BYTES = 64 * 1024
 
 
-class WebInput(InputChannel):
+def pubsub_channel(url: str) -> str:
+    """The Redis pub/sub channel of this deployment's sockets. Pub/sub ignores Redis'
+    database numbers, so the number goes into the name: deployments (or test
+    sessions) that share a Redis server on different databases stay apart."""
+    db = (urlsplit(url).path or "/0").strip("/") or "0"
+    return f"socketio:web:{db}"
+
+
+def parse_origins(value: Any) -> list[str]:
+    if isinstance(value, (list, tuple)):
+        items = [str(v) for v in value]
+    else:
+        items = str(value or "").split(",")
+    return [item.strip().rstrip("/") for item in items if item.strip()]
+
+
+def origin_checker(allowed: list[str]) -> Callable[[str | None, dict[str, Any]], bool] | str:
+    """engine.io's cors_allowed_origins: any origin when none are configured,
+    else the configured ones plus the service's own (the demo page)."""
+    if not allowed:
+        return "*"
+
+    def check(origin: str | None, environ: dict[str, Any]) -> bool:
+        if not origin:
+            return True  # not a browser: CORS is about browsers
+        if origin.rstrip("/") in allowed:
+            return True
+        return urlsplit(origin).netloc == environ.get("HTTP_HOST", "")
+
+    return check
+
+
+class WebOutput(SocketIOOutput):
+    """Stock SocketIOOutput's payloads, sent to the conversation's room (all its tabs,
+    on any server process). `emitter` is the server, or a write-only Redis manager."""
+
     @classmethod
     def name(cls) -> str:
         return "web"
 
+    def __init__(self, emitter: Any, extra: dict[str, Any] | None = None) -> None:
+        super().__init__(emitter, BOT_EVENT)
+        self._extra = extra or {}
+
+    async def send_response(self, recipient_id: str, message: dict[str, Any]) -> None:
+        agent = message.get("agent")
+        if agent and not self._extra:
+            # An agent's message (a bot event whose metadata names the agent): every
+            # payload says so, for widgets that show who is talking.
+            tagged = WebOutput(self.sio, {"agent": str(agent)})
+            await tagged.send_response(recipient_id, message)
+            return
+        await super().send_response(recipient_id, message)
+
+    async def _send_message(self, socket_id: str, response: Any) -> None:
+        await self.sio.emit(self.bot_message_evt, {**response, **self._extra}, room=socket_id)
+
+    async def send_custom_json(
+        self, recipient_id: str, json_message: dict[str, Any], **kwargs: Any
+    ) -> None:
+        # Stock SocketIOOutput spreads the dict into emit()'s keyword arguments,
+        # which loses it; widgets expect it under "custom" (agent_joined, …).
+        await self._send_message(recipient_id, {"custom": json_message})
+
+
+class _RedisEmitter:
+    """emit() for processes without a socket.io server (the desk, `bot push`).
+    One write-only manager per event loop: its Redis client is bound to one."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        # Keyed by the loop itself, weakly: a dead loop's id() may be reused.
+        self._managers: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, socketio.AsyncRedisManager
+        ] = weakref.WeakKeyDictionary()
+
+    async def emit(self, event: str, data: Any, room: str | None = None, **kwargs: Any) -> None:
+        if not room:
+            raise ValueError("a push needs a conversation room")  # never broadcast
+        loop = asyncio.get_running_loop()
+        manager = self._managers.get(loop)
+        if manager is None:
+            manager = socketio.AsyncRedisManager(
+                self.url, channel=pubsub_channel(self.url), write_only=True, logger=logger
+            )
+            self._managers[loop] = manager
+        await manager.emit(event, data, namespace="/", room=room)
+
+
+class RequestRefused(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Utterance:
+    text: str
+    display_text: str | None
+    custom_data: dict[str, Any]
+    session_id: str | None
+
+
+def parse_utterance(data: Any) -> Utterance:
+    """A user_uttered payload, checked; raises RequestRefused("bad_request")."""
+
+    def bad(message: str) -> RequestRefused:
+        return RequestRefused("bad_request", message)
+
+    if not isinstance(data, dict):
+        raise bad("user_uttered needs an object {message, session_id}")
+    text = data.get("message")
+    if not isinstance(text, str) or not text.strip():
+        raise bad("message must be non-empty text")
+    session_id = data.get("session_id")
+    if session_id is not None and not isinstance(session_id, str):
+        raise bad("session_id must be a string")
+    display_text = data.get("display_text")
+    if display_text is not None and not isinstance(display_text, str):
+        raise bad("display_text must be a string")
+    custom = data.get("customData")
+    if custom is None:
+        custom = {}
+    if not isinstance(custom, dict):
+        raise bad("customData must be an object")
+    if len(json.dumps(custom, ensure_ascii=False).encode()) > MAX_CUSTOM_DATA_BYTES:
+        raise bad(f"customData is larger than {MAX_CUSTOM_DATA_BYTES} bytes")
+    return Utterance(text, display_text or None, custom, session_id)
+
+
+class _InOrder:
+    """Keeps one socket's messages in the order they arrived: they are checked
+    concurrently (rate limits see a burst as a burst) but processed one by one."""
+
+    def __init__(self) -> None:
+        self._tails: dict[str, asyncio.Future[None]] = {}
+
+    def ticket(self, sid: str) -> tuple[asyncio.Future[None] | None, asyncio.Future[None]]:
+        before = self._tails.get(sid)
+        mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._tails[sid] = mine
+        return before, mine
+
+    def release(
+        self, sid: str, before: asyncio.Future[None] | None, mine: asyncio.Future[None]
+    ) -> None:
+        def finish(_: object = None) -> None:
+            if not mine.done():
+                mine.set_result(None)
+            if self._tails.get(sid) is mine:
+                del self._tails[sid]
+
+        # A refused message is done at once, but the ones after it must still
+        # wait for those before it.
+        if before is None or before.done():
+            finish()
+        else:
+            before.add_done_callback(finish)
+
+
+class WebSocketServer:
+    """The socket.io event handlers of one Rasa server process."""
+
+    def __init__(
+        self,
+        channel: WebInput,
+        on_new_message: Callable[[UserMessage], Awaitable[Any]],
+        url: str,
+    ) -> None:
+        self.channel = channel
+        self.on_new_message = on_new_message
+        self.tokens = SessionTokens(channel.visitor_secret, channel.token_days)
+        self.limiter = RateLimiter(channel.limits)
+        self.in_order = _InOrder()
+        self.app: Sanic | None = None
+        self.sio = socketio.AsyncServer(
+            async_mode="sanic",
+            client_manager=socketio.AsyncRedisManager(url, channel=pubsub_channel(url)),
+            cors_allowed_origins=origin_checker(channel.allowed_origins),
+            max_http_buffer_size=MAX_PACKET_BYTES,
+        )
+        self.sio.on("connect", self.connect)
+        self.sio.on("disconnect", self.disconnect)
+        self.sio.on("session_request", self.session_request)
+        self.sio.on("user_uttered", self.user_uttered)
+
+    # --- events --------------------------------------------------------------------
+
+    async def connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        claim = host_user_claim(auth)
+        if claim is None:
+            return
+        try:
+            identity = verify_host_user(self.channel.identity_secret, *claim)
+        except IdentityRefused as error:
+            # The client gets connect_error {message, data: {code}}.
+            raise SocketRefused(str(error), {"code": "identity_refused"}) from None
+        await self.sio.save_session(sid, {"host_user": identity})
+
+    async def disconnect(self, sid: str, *args: Any) -> None:
+        logger.debug("web socket %s disconnected", sid)
+
+    async def session_request(self, sid: str, data: Any = None) -> None:
+        data = {} if data is None else data
+        if not isinstance(data, dict):
+            await self.error(sid, "bad_request", "session_request needs an object or nothing")
+            return
+        state = await self.sio.get_session(sid)
+        host_user = state.get("host_user")
+        claim = host_user_claim(data)
+        if claim is not None:
+            try:
+                host_user = verify_host_user(self.channel.identity_secret, *claim)
+            except IdentityRefused as error:
+                await self.error(sid, "identity_refused", str(error))
+                return
+        if host_user is not None:
+            session = self.tokens.for_user(host_user)
+        else:
+            session = await self._visitor_session(sid, data.get("session_id"))
+        previous: WebSession | None = state.get("session")
+        if previous is not None and previous.conversation_id != session.conversation_id:
+            await self.sio.leave_room(sid, previous.conversation_id)
+        state["session"] = session
+        await self.sio.save_session(sid, state)
+        await self.sio.enter_room(sid, session.conversation_id)
+        await self.sio.emit("session_confirm", session.session_id, to=sid)
+        await self.sio.emit(
+            "history",
+            {"session_id": session.session_id, "messages": await self._history(session)},
+            to=sid,
+        )
+
+    async def _visitor_session(self, sid: str, given: Any) -> WebSession:
+        if given in (None, ""):
+            return self.tokens.new_visitor()
+        try:
+            resumed = self.tokens.resume_visitor(given)
+        except IdentityRefused as error:
+            # Never a conversation id: the client starts afresh, and is told why.
+            logger.info("web socket %s: refused session token (%s)", sid, error)
+            await self.error(sid, "invalid_session", f"{error}; starting a new session")
+            resumed = None
+        # None also for a user's token without the user's HMAC (e.g. after logout).
+        return resumed or self.tokens.new_visitor()
+
+    async def user_uttered(self, sid: str, data: Any = None) -> None:
+        # Taken before any await, so messages are processed in arrival order.
+        before, mine = self.in_order.ticket(sid)
+        try:
+            try:
+                utterance = parse_utterance(data)
+                session = await self._session_of(sid, utterance)
+            except RequestRefused as refused:
+                await self.error(sid, refused.code, str(refused))
+                return
+            if not await self._within_limits(sid, session, utterance):
+                return
+            if before is not None:
+                await before
+            await self._process(sid, session, utterance)
+        finally:
+            self.in_order.release(sid, before, mine)
+
+    async def _session_of(self, sid: str, utterance: Utterance) -> WebSession:
+        """The socket's verified session, if the utterance may speak in it."""
+        state = await self.sio.get_session(sid)
+        session: WebSession | None = state.get("session")
+        if session is None:
+            raise RequestRefused("no_session", "send session_request first")
+        given = utterance.session_id
+        # A missing session_id means the socket's own; any other is refused.
+        if given is not None and not hmac.compare_digest(
+            given.encode(), session.session_id.encode()
+        ):
+            raise RequestRefused("wrong_session", "session_id is not this socket's session")
+        return session
+
+    async def _within_limits(self, sid: str, session: WebSession, utterance: Utterance) -> bool:
+        limits = self.channel.limits
+        text = utterance.text
+        if limits.too_long(text) or limits.too_long(utterance.display_text):
+            await self.notice(sid, "too_long", text, limit=limits.max_message_chars)
+            return False
+        try:
+            decision = await self.limiter.hit(get_redis(), session.conversation_id)
+        except Exception:
+            logger.exception("rate limiter unavailable")
+            await self.notice(sid, "trouble", text)
+            return False
+        if not decision.allowed:
+            await self.notice(sid, "too_fast", text)
+            return False
+        return True
+
+    async def _process(self, sid: str, session: WebSession, utterance: Utterance) -> None:
+        room = session.conversation_id
+        shown = utterance.display_text or utterance.text
+        await self.sio.emit("customer_uttered", {"text": shown}, room=room, skip_sid=sid)
+        extra: dict[str, Any] = {"client": utterance.custom_data}
+        if utterance.display_text:
+            extra["display_text"] = utterance.display_text  # history shows the button's title
+        message = UserMessage(
+            utterance.text,
+            WebOutput(self.sio),
+            room,
+            input_channel=self.channel.name(),
+            metadata=session.identity.metadata(**extra),
+        )
+        await self.sio.emit("typing", {"typing": True}, room=room)
+        try:
+            await self.on_new_message(message)
+        except Exception:
+            logger.exception("web message of %s failed", room)
+            await self.notice(sid, "trouble", utterance.text)
+        finally:
+            await self.sio.emit("typing", {"typing": False}, room=room)
+
+    # --- replies to one socket -------------------------------------------------------------
+
+    async def error(self, sid: str, code: str, message: str) -> None:
+        await self.sio.emit("error", {"code": code, "message": message}, to=sid)
+
+    async def notice(self, sid: str, key: str, hint_text: str, **values: object) -> None:
+        """What the channel itself tells the customer, as a bot message stock clients show."""
+        text = notice(key, hint_text, **values)
+        await self.sio.emit(BOT_EVENT, {"text": text, "notice": key}, to=sid)
+
+    async def _history(self, session: WebSession) -> list[dict[str, Any]]:
+        agent = getattr(self.app.ctx, "agent", None) if self.app else None
+        if agent is None:
+            return []
+        try:
+            return await transcript(agent, session.conversation_id)
+        except Exception:  # the chat works without its history
+            logger.exception("could not read the history of %s", session.conversation_id)
+            return []
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    def attach(self, app: Sanic) -> None:
+        self.app = app
+        serve_demo_page_at_root(app)
+        app.register_listener(self._stop_listening, "before_server_stop")
+
+    async def _stop_listening(self, *args: Any) -> None:
+        # The Redis manager's listener runs forever; end it before the loop closes.
+        task = getattr(self.sio.manager, "thread", None)
+        if isinstance(task, asyncio.Task) and not task.done():
+            task.cancel()
+
+
+class _WebBlueprint(SocketBlueprint):
+    def __init__(self, server: WebSocketServer, *args: Any, **kwargs: Any) -> None:
+        super().__init__(server.sio, SOCKETIO_PATH, *args, **kwargs)
+        self.ctx.server = server
+
+    def register(self, app: Sanic, options: dict[str, Any]) -> None:
+        super().register(app, options)
+        self.ctx.server.attach(app)
+
+
+class WebInput(InputChannel):
+    """Rasa input channel "web" (credentials.yml: connectors.web.WebInput)."""
+
+    @classmethod
+    def name(cls) -> str:
+        return "web"
+
+    def __init__(
+        self,
+        visitor_secret: str = "",
+        identity_secret: str = "",
+        allowed_origins: list[str] | None = None,
+        limits: Limits | None = None,
+        token_days: float = DEFAULT_TOKEN_DAYS,
+    ) -> None:
+        self.visitor_secret = visitor_secret
+        self.identity_secret = identity_secret
+        self.allowed_origins = allowed_origins or []
+        self.limits = limits or Limits()
+        self.token_days = token_days
+        self.server: WebSocketServer | None = None
+        self._pusher: WebOutput | None = None
+
     @classmethod
     def from_credentials(cls, credentials: dict[str, Any] | None) -> WebInput:
-        return cls()
+        credentials = credentials or {}
+        return cls(
+            visitor_secret=str(credentials.get("visitor_secret") or ""),
+            identity_secret=str(credentials.get("identity_secret") or ""),
+            allowed_origins=parse_origins(credentials.get("allowed_origins")),
+            limits=Limits.from_credentials(credentials),
+            token_days=float(credentials.get("visitor_token_days") or DEFAULT_TOKEN_DAYS),
+        )
 
     def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:
-        return Blueprint("web_channel", __name__)
+        self.server = WebSocketServer(self, on_new_message, redis_url())
+        blueprint = _WebBlueprint(self.server, "web_channel", __name__)
+
+        @blueprint.route("/", methods=["GET"])
+        async def health(_: Request) -> HTTPResponse:
+            return response.json({"status": "ok"})
+
+        add_static_routes(blueprint)
+        return blueprint
+
+    def get_output_channel(self) -> OutputChannel | None:
+        """Pushes to "web:…" conversations; from any process that can reach REDIS_URL."""
+        if self.server is not None:
+            return WebOutput(self.server.sio)
+        if self._pusher is None:
+            url = os.environ.get("REDIS_URL")
+            if not url:
+                logger.warning("the web channel can't push: REDIS_URL is not set")
+                return None
+            self._pusher = WebOutput(_RedisEmitter(url))
+        return self._pusher

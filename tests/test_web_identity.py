@@ -1,0 +1,135 @@
+"""Who a web client is: session tokens and the host site's HMAC. No server needed
+(the same refusals over real sockets are in test_web_socket.py)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+
+import jwt
+import pytest
+
+from connectors.web_identity import (
+    IdentityRefused,
+    SessionTokens,
+    host_user_claim,
+    user_hash,
+    verify_host_user,
+)
+
+SECRET = "unit-test-visitor-secret-0123456789abcdef"
+IDENTITY_SECRET = "unit-test-identity-secret"
+
+
+def test_new_visitor_token_verifies_to_the_same_conversation() -> None:
+    tokens = SessionTokens(SECRET)
+    session = tokens.new_visitor()
+    assert session.conversation_id.startswith("web:v-")
+    resumed = tokens.resume_visitor(session.session_id)
+    assert resumed is not None
+    assert resumed.conversation_id == session.conversation_id
+    assert resumed.identity.verified_by == "visitor_token"
+    assert resumed.identity.customer is False
+
+
+def test_visitors_get_different_conversations() -> None:
+    tokens = SessionTokens(SECRET)
+    assert tokens.new_visitor().conversation_id != tokens.new_visitor().conversation_id
+
+
+def _tamper_subject(token: str, subject: str) -> str:
+    head, body, signature = token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    claims["sub"] = subject
+    new_body = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    return f"{head}.{new_body}.{signature}"
+
+
+@pytest.mark.parametrize(
+    "make_token",
+    [
+        # Another server's secret.
+        lambda t: SessionTokens("some-other-secret-0123456789abcdefghij").new_visitor().session_id,
+        # Someone else's visitor id, old signature.
+        lambda t: _tamper_subject(t, "v-" + "0" * 32),
+        # The signature cut off, or swapped for "none".
+        lambda t: t.rsplit(".", 1)[0] + ".",
+        lambda t: jwt.encode({"sub": "v-" + "1" * 32, "iat": int(time.time())}, None, "none"),
+        # Right secret, wrong audience (e.g. another service's JWT) or a made-up subject.
+        lambda t: jwt.encode({"sub": "v-" + "1" * 32, "iat": int(time.time())}, SECRET, "HS256"),
+        lambda t: jwt.encode(
+            {"sub": "admin", "iat": int(time.time()), "aud": "jade-web-session"}, SECRET, "HS256"
+        ),
+        lambda t: "web:v-" + "1" * 32,
+        lambda t: 12345,
+        lambda t: "x" * 5000,
+    ],
+    ids=[
+        "other-secret",
+        "tampered-subject",
+        "no-signature",
+        "alg-none",
+        "no-audience",
+        "bad-subject",
+        "raw-conversation-id",
+        "not-a-string",
+        "huge",
+    ],
+)
+def test_forged_tokens_are_refused(make_token) -> None:  # type: ignore[no-untyped-def]
+    tokens = SessionTokens(SECRET)
+    forged = make_token(tokens.new_visitor().session_id)
+    with pytest.raises(IdentityRefused):
+        tokens.resume_visitor(forged)
+
+
+def test_expired_token_is_refused() -> None:
+    old = SessionTokens(SECRET)
+    token = old.new_visitor().session_id
+    assert SessionTokens(SECRET, max_age_days=1).resume_visitor(token) is not None
+    with pytest.raises(IdentityRefused, match="expired"):
+        SessionTokens(SECRET, max_age_days=-1).resume_visitor(token)
+
+
+def test_a_user_token_alone_resumes_nothing() -> None:
+    tokens = SessionTokens(SECRET)
+    host_user = verify_host_user(IDENTITY_SECRET, "42", user_hash(IDENTITY_SECRET, "42"))
+    user = tokens.for_user(host_user)
+    assert user.conversation_id == "web:u-42"
+    assert tokens.resume_visitor(user.session_id) is None
+
+
+def test_signing_needs_a_secret() -> None:
+    for weak in ("", "short-secret"):
+        with pytest.raises(ValueError, match="at least 32 bytes"):
+            SessionTokens(weak)
+
+
+def test_host_hmac() -> None:
+    good = user_hash(IDENTITY_SECRET, "alice@example.com")
+    identity = verify_host_user(IDENTITY_SECRET, "alice@example.com", good)
+    assert identity.conversation_id == "web:u-alice@example.com"
+    assert identity.verified_by == "host_hmac" and identity.customer
+    # Numeric ids from the host site, upper-case hex: same user.
+    assert verify_host_user(IDENTITY_SECRET, 42, user_hash(IDENTITY_SECRET, "42").upper())
+    for user_id, given, why in [
+        ("alice@example.com", user_hash(IDENTITY_SECRET, "bob@example.com"), "does not match"),
+        ("alice@example.com", user_hash("wrong-secret", "alice@example.com"), "does not match"),
+        ("alice@example.com", "", "missing"),
+        ("alice@example.com", None, "missing"),
+        ("../../etc", user_hash(IDENTITY_SECRET, "../../etc"), "user_id"),
+        ("a" * 129, user_hash(IDENTITY_SECRET, "a" * 129), "user_id"),
+        (None, good, "user_id"),
+    ]:
+        with pytest.raises(IdentityRefused, match=why):
+            verify_host_user(IDENTITY_SECRET, user_id, given)
+    with pytest.raises(IdentityRefused, match="identity_secret"):
+        verify_host_user("", "alice@example.com", good)
+
+
+def test_host_user_claim() -> None:
+    assert host_user_claim(None) is None
+    assert host_user_claim({"session_id": "x"}) is None
+    assert host_user_claim({"user_id": "1", "user_hash": "ab"}) == ("1", "ab")
+    assert host_user_claim({"user_hash": "ab"}) == (None, "ab")

@@ -1,0 +1,90 @@
+"""The web channel's checks of what clients send, and its plumbing; no server needed."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+from connectors.web import (
+    RequestRefused,
+    _InOrder,
+    origin_checker,
+    parse_origins,
+    parse_utterance,
+    pubsub_channel,
+)
+
+
+def test_parse_utterance() -> None:
+    parsed = parse_utterance(
+        {"message": "运费怎么算", "session_id": "tok", "customData": {"language": "zh"}}
+    )
+    assert parsed.text == "运费怎么算" and parsed.session_id == "tok"
+    assert parsed.custom_data == {"language": "zh"}
+    for bad in [
+        None,
+        "运费怎么算",
+        ["运费怎么算"],
+        {},
+        {"message": ""},
+        {"message": "   "},
+        {"message": 3},
+        {"message": "hi", "session_id": 5},
+        {"message": "hi", "customData": "x"},
+        {"message": "hi", "customData": {"k": "v" * 5000}},
+        {"message": "hi", "display_text": ["x"]},
+    ]:
+        with pytest.raises(RequestRefused) as refused:
+            parse_utterance(bad)
+        assert refused.value.code == "bad_request"
+
+
+def test_origins() -> None:
+    assert parse_origins("https://shop.example, https://m.shop.example/ ,") == [
+        "https://shop.example",
+        "https://m.shop.example",
+    ]
+    assert origin_checker([]) == "*"
+    check = origin_checker(["https://shop.example"])
+    assert callable(check)
+    env = {"HTTP_HOST": "bot.example:5005"}
+    assert check("https://shop.example", env)
+    assert check("http://bot.example:5005", env)  # the demo page on the service itself
+    assert not check("https://evil.example", env)
+    assert check(None, env)
+
+
+def test_pubsub_channel_follows_the_database() -> None:
+    assert pubsub_channel("redis://127.0.0.1:6379/12") == "socketio:web:12"
+    assert pubsub_channel("redis://127.0.0.1:6379") == "socketio:web:0"
+    assert pubsub_channel("redis://127.0.0.1:6379/12") != pubsub_channel("redis://h:1/13")
+
+
+def test_messages_are_processed_in_arrival_order_even_when_some_are_refused() -> None:
+    async def scenario() -> list[int]:
+        in_order = _InOrder()
+        processed: list[int] = []
+
+        async def message(number: int, refused: bool) -> None:
+            before, mine = in_order.ticket("sid")
+            try:
+                # Checks take different times (a Redis round trip), so finish out of order.
+                await asyncio.sleep(random.uniform(0, 0.02))
+                if refused:
+                    return
+                if before is not None:
+                    await before
+                await asyncio.sleep(random.uniform(0, 0.01))
+                processed.append(number)
+            finally:
+                in_order.release("sid", before, mine)
+
+        refused = {2, 3, 6}
+        await asyncio.gather(*(message(n, n in refused) for n in range(10)))
+        assert not in_order._tails, "nothing left behind for a quiet socket"
+        return processed
+
+    for _ in range(20):
+        assert asyncio.run(scenario()) == [0, 1, 4, 5, 7, 8, 9]
