@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from tests.conftest import Service
+from tests.conftest import TOKEN, Service
 
 pytestmark = pytest.mark.slow
 
@@ -172,7 +172,7 @@ def test_scale_out_conversation_continues_on_another_instance(scaled: list[Servi
 
 def test_malformed_json_gets_a_400_and_the_service_carries_on(service: Service) -> None:
     request = urllib.request.Request(
-        f"{service.url}/webhooks/rest/webhook",
+        f"{service.url}/webhooks/rest/webhook?token={TOKEN}",
         b'{"sender": "x", "message": ',
         {"Content-Type": "application/json"},
     )
