@@ -18,7 +18,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from bot.redis_server import EmbeddedRedis, RedisUnavailable, free_port, mask_url, ping_url
-from bot.settings import Settings, get_settings
+from bot.settings import Settings, credential_variables, get_settings
 from bot.supervisor import (
     ChildSpec,
     ReadyCheck,
@@ -89,28 +89,11 @@ def api_token(settings: Settings) -> tuple[str, str]:
     return stored_secret(settings, "BOT_API_TOKEN", "api_token")
 
 
-# Every ${VAR} in credentials.yml. Rasa refuses an unset one, so each gets a
-# value; empty switches that part of a channel off (see credentials.yml).
-CHANNEL_ENV = (
-    "WECHAT_TOKEN",
-    "WECHAT_APP_ID",
-    "WECHAT_APP_SECRET",
-    "WECHAT_ENCODING_AES_KEY",
-    "WECHAT_API_BASE_URL",
-    "WECHAT_PASSIVE_REPLY_SECONDS",
-    "WEB_VISITOR_SECRET",
-    "WEB_IDENTITY_SECRET",
-    "WEB_ALLOWED_ORIGINS",
-    "APP_JWT_ALGORITHM",
-    "APP_JWT_KEY",
-    "APP_PUSH_WEBHOOK_URL",
-    "APP_PUSH_WEBHOOK_SECRET",
-)
-
-
 def channel_env(settings: Settings, token: str) -> dict[str, str]:
-    env = {name: os.environ.get(name, "") for name in CHANNEL_ENV}
-    env["WECHAT_PASSIVE_REPLY_SECONDS"] = env["WECHAT_PASSIVE_REPLY_SECONDS"] or "4.0"
+    """A value for every ${VAR} in credentials.yml: the environment's, else empty
+    (that part off), else for the visitor-token secret one kept under var/."""
+    names = credential_variables(settings.root / "credentials.yml")
+    env = {name: os.environ.get(name, "") for name in names}
     env["WEB_VISITOR_SECRET"], _ = stored_secret(settings, "WEB_VISITOR_SECRET", "web_secret")
     env["BOT_API_TOKEN"] = token
     return env

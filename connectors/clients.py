@@ -10,14 +10,34 @@ from __future__ import annotations
 import asyncio
 import os
 import weakref
+from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
 
 from redis import asyncio as aioredis
 
-# Keyed by the loop object itself (weakly): a dead loop's id() can be reused
-# by a new loop, which would then get a client bound to the closed one.
-_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, aioredis.Redis]] = (
-    weakref.WeakKeyDictionary()
-)
+T = TypeVar("T")
+
+
+class PerLoop(Generic[T]):
+    """One object per running event loop and key, made on first use.
+
+    Keyed by the loop object itself (weakly): a dead loop's id() can be reused
+    by a new loop, which would then get an object bound to the closed one.
+    """
+
+    def __init__(self) -> None:
+        self._items: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Hashable, T]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def get(self, key: Hashable, make: Callable[[], T]) -> T:
+        items = self._items.setdefault(asyncio.get_running_loop(), {})
+        if key not in items:
+            items[key] = make()
+        return items[key]
+
+
+_clients: PerLoop[aioredis.Redis] = PerLoop()
 
 
 def redis_url() -> str:
@@ -30,13 +50,11 @@ def redis_url() -> str:
 def get_redis(url: str | None = None) -> aioredis.Redis:
     """The async Redis client for the running loop (decoded strings)."""
     url = url or redis_url()
-    per_loop = _clients.setdefault(asyncio.get_running_loop(), {})
-    client = per_loop.get(url)
-    if client is None:
-        # health_check_interval: notice a restarted Redis and reconnect
-        # instead of failing the first command on a dead socket.
-        client = aioredis.Redis.from_url(
+    # health_check_interval: notice a restarted Redis and reconnect instead of
+    # failing the first command on a dead socket.
+    return _clients.get(
+        url,
+        lambda: aioredis.Redis.from_url(
             url, decode_responses=True, health_check_interval=10, socket_connect_timeout=5
-        )
-        per_loop[url] = client
-    return client
+        ),
+    )

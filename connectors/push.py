@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from rasa.core.channels.channel import InputChannel, OutputChannel
 from rasa.shared.utils.common import class_from_module_path
 from rasa.shared.utils.io import read_config_file
 
+from bot.settings import credential_variables
 from connectors.identity import split_conversation_id
 
 logger = logging.getLogger(__name__)
@@ -80,8 +80,8 @@ def read_credentials(credentials_file: str | Path) -> dict[str, Any]:
     """credentials.yml with ${VAR}s expanded as Rasa does, unset ones as empty
     (which switches that part off) rather than Rasa's error: a process that
     only pushes needn't carry every channel's secrets."""
-    raw = Path(credentials_file).read_text(encoding="utf-8")
-    missing = {n for n in re.findall(r"\$\{(\w+)\}", raw) if n not in os.environ}
+    names = credential_variables(Path(credentials_file))
+    missing = {n for n in names if n not in os.environ}
     os.environ.update(dict.fromkeys(missing, ""))
     try:
         return read_config_file(str(credentials_file)) or {}

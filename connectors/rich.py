@@ -24,14 +24,16 @@ from typing import Any
 
 from redis import asyncio as aioredis
 
+from bot.nlu.language import detect_language
+
 OPTIONS_TTL_SECONDS = 30 * 60
 _NUMBER = re.compile(r"^\s*([0-9０-９]{1,2})\s*[.。、)）]?\s*$")
 _HINT = {"zh": "回复数字即可选择。", "en": "Reply with a number to choose."}
 
 
 def language_of(text: str) -> str:
-    """zh when the text has any Han characters (our bot's zh texts all do)."""
-    return "zh" if re.search(r"[\u3400-\u9fff]", text or "") else "en"
+    """The text's language as the bot judges a customer's (dominant script); zh if none."""
+    return detect_language(text or "") or "zh"
 
 
 def options_of(message: dict[str, Any]) -> list[dict[str, str]]:

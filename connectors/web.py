@@ -31,7 +31,6 @@ import hmac
 import json
 import logging
 import os
-import weakref
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 from urllib.parse import urlsplit
@@ -44,7 +43,7 @@ from sanic.request import Request
 from sanic.response import HTTPResponse
 from socketio.exceptions import ConnectionRefusedError as SocketRefused
 
-from connectors.clients import get_redis, redis_url
+from connectors.clients import PerLoop, get_redis, redis_url
 from connectors.history import transcript
 from connectors.limits import Limits, RateLimiter
 from connectors.notices import notice
@@ -138,21 +137,17 @@ class _RedisEmitter:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        # Keyed by the loop itself, weakly: a dead loop's id() may be reused.
-        self._managers: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, socketio.AsyncRedisManager
-        ] = weakref.WeakKeyDictionary()
+        self._managers: PerLoop[socketio.AsyncRedisManager] = PerLoop()
 
     async def emit(self, event: str, data: Any, room: str | None = None, **kwargs: Any) -> None:
         if not room:
             raise ValueError("a push needs a conversation room")  # never broadcast
-        loop = asyncio.get_running_loop()
-        manager = self._managers.get(loop)
-        if manager is None:
-            manager = socketio.AsyncRedisManager(
+        manager = self._managers.get(
+            self.url,
+            lambda: socketio.AsyncRedisManager(
                 self.url, channel=pubsub_channel(self.url), write_only=True, logger=logger
-            )
-            self._managers[loop] = manager
+            ),
+        )
         await manager.emit(event, data, namespace="/", room=room)
 
 

@@ -7,8 +7,6 @@ widget do; what the server did is checked in the Rasa tracker.
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 
 import jwt
 import pytest
@@ -25,6 +23,7 @@ from tests.web_client import (
     WebClient,
     append_bot_events,
     conversation_of,
+    forge,
     texts,
     tracker,
     user_texts,
@@ -37,15 +36,6 @@ async def visitor(service: Service, token: str | None = None) -> WebClient:
     client = await WebClient(service.url).connect()
     await client.session(token)
     return client
-
-
-def forge(token: str, subject: str) -> str:
-    """The token with another subject and the old signature."""
-    head, body, signature = token.split(".")
-    claims = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
-    claims["sub"] = subject
-    new_body = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
-    return f"{head}.{new_body}.{signature}"
 
 
 async def test_new_visitor_gets_a_signed_token_and_no_history(service: Service) -> None:
