@@ -267,11 +267,14 @@ class WeChatInput(InputChannel):
             try:
                 body = await _read_body(request)
                 inbound = read_message(body, request.args, self.config.token, self.crypto)
-                await self._check_replay(request, inbound)
             except Refused as refused:
                 return self._refused(refused)
             try:
+                # The replay check needs Redis too: inside, so an outage gets the notice.
+                await self._check_replay(request, inbound)
                 return await self._handle(request, inbound, on_new_message, started)
+            except Refused as refused:
+                return self._refused(refused)
             except Exception:  # e.g. Redis unreachable: say so rather than WeChat's "无法提供服务"
                 logger.exception("WeChat message from %s failed", inbound.openid)
                 return self._reply(inbound, notice("trouble", language="zh"))

@@ -10,17 +10,15 @@ import json
 import time
 import urllib.request
 import uuid
-from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import httpx
 import jwt
 import websockets
-from rasa.core.channels.channel import InputChannel
-from sanic import Sanic
 from websockets.legacy.client import WebSocketClientProtocol
 
-from tests.conftest import APP_JWT_SECRET, APP_PUSH_WEBHOOK_SECRET, TOKEN, free_port
+from tests.channel_server import serve_channel  # noqa: F401  (the app tests' server)
+from tests.conftest import APP_JWT_SECRET, APP_PUSH_WEBHOOK_SECRET, TOKEN
 from tests.http_recorder import Recorded, Recorder
 
 TURN_TIMEOUT = 90.0  # a turn under load on 2 shared cores, with lock-store waits
@@ -174,27 +172,3 @@ async def wait_for_pushes(
         if len(found) >= count or time.monotonic() > deadline:
             return found
         await asyncio.sleep(0.05)
-
-
-@asynccontextmanager
-async def serve_channel(
-    channel: InputChannel, on_new_message: Callable[[Any], Awaitable[Any]]
-) -> AsyncIterator[str]:
-    """The channel's blueprint on a real Sanic server in this process; yields its URL.
-
-    For what the service can't show quickly (seconds-long timers, other settings)."""
-    # As sanic-testing does: lets Sanic set up a second app in one process.
-    Sanic.test_mode = True
-    app = Sanic(f"app_test_{uuid.uuid4().hex[:12]}")
-    app.blueprint(channel.blueprint(on_new_message), url_prefix="/webhooks/app")
-    port = free_port()
-    server = await app.create_server(
-        host="127.0.0.1", port=port, return_asyncio_server=True, access_log=False
-    )
-    assert server is not None
-    await server.startup()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.close()
-        await server.wait_closed()

@@ -21,7 +21,6 @@ import pytest
 import redis
 import xmltodict
 from redis import asyncio as aioredis
-from sanic import Sanic
 from wechatpy.crypto import WeChatCrypto
 
 from connectors.push import DELIVERY_FAILURES_STREAM, DeliveryFailed, PushError, read_credentials
@@ -38,8 +37,16 @@ from connectors.wechat_inbound import (
 )
 from connectors.wechat_menu import CREDENTIALS_KEY, MenuError, check_menu, load_menu, publish_menu
 from connectors.wechat_output import WeChatOutput, render_turn, split_text
+from tests.channel_server import serve_channel
 from tests.conftest import ROOT, SYSTEM_REDIS_URL
-from tests.fake_wechat import APP_ID, APP_SECRET, FakeWeChatAPI, message_xml, new_openid
+from tests.fake_wechat import (
+    APP_ID,
+    APP_SECRET,
+    FakeWeChatAPI,
+    WeChatCaller,
+    message_xml,
+    new_openid,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -294,24 +301,15 @@ def test_an_unconfigured_webhook_answers_503_and_says_so_once(
 ) -> None:
     # The channel's own blueprint on a bare Sanic server (Rasa's does the same).
     async def scenario() -> list[tuple[int, str]]:
-        app = Sanic(f"wechat_off_{uuid.uuid4().hex[:6]}")
-
         async def on_new_message(message: Any) -> None:
             raise AssertionError("nothing may be processed")
 
         channel = WeChatInput.from_credentials({"token": "t"})
-        app.blueprint(channel.blueprint(on_new_message), url_prefix="/webhooks/wechat")
-        server = await app.create_server(host="127.0.0.1", port=0, return_asyncio_server=True)
-        await server.startup()
-        port = server.server.sockets[0].getsockname()[1]
-        url = f"http://127.0.0.1:{port}/webhooks/wechat/webhook"
-        try:
+        async with serve_channel(channel, on_new_message) as base:
+            url = f"{base}/webhooks/wechat/webhook"
             async with httpx.AsyncClient() as client:
                 answers = [await client.post(f"{url}?{urlencode(plain_args())}", content=b"<x/>"),
                            await client.get(f"{url}?echostr=1")]
-        finally:
-            server.close()
-            await server.wait_closed()
         return [(a.status_code, a.json()["error"]) for a in answers]
 
     with caplog.at_level(logging.INFO, logger="connectors.wechat"):
@@ -320,6 +318,35 @@ def test_an_unconfigured_webhook_answers_503_and_says_so_once(
     assert answers == [(503, reason), (503, reason)]
     said = [r.getMessage() for r in caplog.records if r.name == "connectors.wechat"]
     assert said == [f"{reason}; its webhook answers 503"]
+
+
+def test_with_redis_down_the_customer_is_told_and_nothing_is_processed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        dead = sock.getsockname()[1]
+    monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{dead}/0")
+    processed: list[Any] = []
+
+    async def on_new_message(message: Any) -> None:
+        processed.append(message)
+
+    channel = WeChatInput.from_credentials(
+        {"token": "t", "app_id": APP_ID, "app_secret": APP_SECRET}
+    )
+
+    async def scenario() -> str:
+        async with serve_channel(channel, on_new_message) as base:
+            caller = WeChatCaller(f"{base}/webhooks/wechat/webhook", "t", AES_KEY)
+            xml = message_xml(new_openid(), "text", Content="运费怎么算")
+            answer = await asyncio.to_thread(caller.post, xml)
+        assert answer.status == 200, answer.body
+        return answer.reply or ""
+
+    # Not WeChat's "该公众号暂时无法提供服务": a reply the customer understands.
+    assert asyncio.run(scenario()) == "抱歉，系统繁忙，请稍后再试。"
+    assert processed == []
 
 
 def test_an_unconfigured_channel_cannot_push() -> None:
