@@ -178,7 +178,11 @@ def action_server_spec(settings: Settings, env: dict[str, str]) -> ChildSpec:
         name="actions",
         argv=[sys.executable, "-m", "rasa_sdk", "--actions", "actions", "--port", str(port)],
         # rasa_sdk binds 0.0.0.0 unless SANIC_HOST says otherwise; only Rasa calls it.
-        env={**env, "SANIC_HOST": "127.0.0.1"},
+        # Rasa opens a connection per action call; when its event loop is busy
+        # (model inference under load) the request can follow seconds later, and
+        # Sanic's default 5 s idle timeout would close the connection first: the
+        # action's events would be lost mid-turn (seen: a form that never started).
+        env={**env, "SANIC_HOST": "127.0.0.1", "SANIC_KEEP_ALIVE_TIMEOUT": "120"},
         cwd=settings.root,
         ready=http_ready(f"http://127.0.0.1:{port}/health"),
         ready_timeout=120.0,
