@@ -96,10 +96,15 @@ def _l2_rows(matrix: sp.csr_matrix) -> sp.csr_matrix:
     return sp.diags(1.0 / norms) @ matrix
 
 
-def _stack(messages: List[Message]) -> Tuple[sp.csr_matrix | None, np.ndarray | None]:
+def _stack(
+    messages: List[Message], sparse_width: int | None = None
+) -> Tuple[sp.csr_matrix | None, np.ndarray | None]:
     sparse_rows, dense_rows = [], []
     for message in messages:
         sparse, dense = _sentence_features(message)
+        if sparse is None and sparse_width:
+            # No tokens ("?", "。。。"): no n-gram features, which is a row of zeros.
+            sparse = sp.csr_matrix((1, sparse_width), dtype=np.float32)
         sparse_rows.append(sparse)
         dense_rows.append(dense)
     counts = None
@@ -190,8 +195,9 @@ class LinearIntentClassifier(GraphComponent, IntentClassifier):
         return self._resource
 
     def predict_proba(self, messages: List[Message]) -> np.ndarray:
-        counts, dense = _stack(messages)
         assert self.transform is not None and self.weights is not None
+        idf = self.transform.idf
+        counts, dense = _stack(messages, sparse_width=len(idf) if idf is not None else None)
         scores = self.transform(counts, dense) @ self.weights.T + self.bias
         scores = np.asarray(scores)
         scores -= scores.max(axis=1, keepdims=True)
