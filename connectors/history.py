@@ -15,11 +15,37 @@ from rasa.core.agent import Agent
 _RICH_KEYS = ("buttons", "quick_replies", "image", "attachment", "custom", "elements")
 
 
+# Metadata the dialogue puts on user events it adds itself: a message replayed
+# after a task switch, or a later request of a message that held several
+# (bot.policies.turn.DIALOGUE_METADATA_KEY). The customer sent those words once.
+DIALOGUE_METADATA_KEY = "dialogue"
+
+
+def _not_reverted(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Events without those Rasa took back (`rewind`: the latest user message and
+    what followed, as when the dialogue replays it)."""
+    kept: list[dict[str, Any]] = []
+    for event in events:
+        if event.get("event") == "rewind":
+            while kept and kept.pop().get("event") != "user":
+                pass
+        else:
+            kept.append(event)
+    return kept
+
+
+def _added_by_dialogue(event: dict[str, Any]) -> bool:
+    marks = (event.get("metadata") or {}).get(DIALOGUE_METADATA_KEY) or {}
+    return isinstance(marks, dict) and isinstance(marks.get("index"), int)
+
+
 def transcript_of(events: list[dict[str, Any]], limit: int = 200) -> list[dict[str, Any]]:
     """[{"sender": "customer"|"bot", "text", "timestamp", ...rich}] of the last `limit`."""
     lines: list[dict[str, Any]] = []
-    for event in events:
+    for event in _not_reverted(events):
         kind = event.get("event")
+        if kind == "user" and _added_by_dialogue(event):
+            continue
         if kind == "user":
             text = event.get("text") or ""
             # "/intent" payloads are button clicks; show what the button said if known.

@@ -11,22 +11,19 @@ service sends `custom` payloads with a `type` that every channel understands:
 Widgets render them natively; text channels get a sentence (below).
 
 Buttons and quick replies become numbered options ("1. 查订单") and the
-customer may answer with the number: the options are remembered per
-conversation in Redis for a while and a bare number is read as the option's
-payload. Images and links become their URL on a line of its own.
+customer may answer with the number: the dialogue reads a bare number as the
+payload of that option in the list the bot sent last (bot.nlu.payloads, from
+the tracker, the same for every channel). Images and links become their URL on
+a line of its own.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
-from redis import asyncio as aioredis
-
 from bot.nlu.language import detect_language
 
-OPTIONS_TTL_SECONDS = 30 * 60
 _NUMBER = re.compile(r"^\s*([0-9０-９]{1,2})\s*[.。、)）]?\s*$")
 _HINT = {"zh": "回复数字即可选择。", "en": "Reply with a number to choose."}
 
@@ -110,32 +107,9 @@ def custom_text(custom: dict[str, Any]) -> str:
     return str(custom.get("text") or "")
 
 
-def _key(conversation_id: str) -> str:
-    return f"options:{conversation_id}"
-
-
-async def remember_options(
-    redis: aioredis.Redis, conversation_id: str, message: dict[str, Any]
-) -> None:
-    options = options_of(message)
-    if options:
-        await redis.set(
-            _key(conversation_id),
-            json.dumps([o["payload"] for o in options]),
-            ex=OPTIONS_TTL_SECONDS,
-        )
-
-
-async def resolve_option(redis: aioredis.Redis, conversation_id: str, text: str) -> str | None:
-    """The payload a bare number stands for, if options were offered recently."""
+def option_number(text: str) -> int | None:
+    """The option a bare number stands for ("2", " 2. ", "２"), or None."""
     match = _NUMBER.match(text or "")
     if not match:
         return None
-    number = int(match.group(1).translate(str.maketrans("０１２３４５６７８９", "0123456789")))
-    stored = await redis.get(_key(conversation_id))
-    if not stored:
-        return None
-    payloads = json.loads(stored)
-    if 1 <= number <= len(payloads):
-        return str(payloads[number - 1])
-    return None
+    return int(match.group(1).translate(str.maketrans("０１２３４５６７８９", "0123456789")))

@@ -41,7 +41,7 @@ from connectors.identity import Identity
 from connectors.limits import Limits, RateLimiter
 from connectors.notices import media_notice, notice
 from connectors.push import PushError
-from connectors.rich import language_of, remember_options, resolve_option
+from connectors.rich import language_of
 from connectors.wechat_api import DEFAULT_API_BASE_URL, WeChatAPI
 from connectors.wechat_inbound import (
     MAX_BODY_BYTES,
@@ -329,6 +329,9 @@ class WeChatInput(InputChannel):
                 self._spawn(self._record_unsubscribe(agent, conversation, inbound, metadata))
                 return response.text(SUCCESS)
             key_field = fields.get("EventKey") or ""
+            # Events become intent payloads the channel itself chose (the dialogue
+            # reads customer text that looks like a payload as words).
+            metadata.update(server_payload=True)
             if event in ("subscribe", "scan"):
                 text = "/greet"
                 metadata.update(event=event)
@@ -346,9 +349,9 @@ class WeChatInput(InputChannel):
         ):
             if inbound.msg_type == "voice":
                 metadata.update(voice_recognition=True, media_id=fields.get("MediaId"))
-            # What a customer types is never an intent payload ("/restart" would
-            # end a hand-off, "/inform{...}" set slots); our options and events are.
-            text = (fields.get("Content") or fields.get("Recognition") or "").lstrip("/ ")
+            # Typed text that looks like a payload ("/restart") is read as words and a
+            # bare number as the option the bot offered (bot.nlu.payloads).
+            text = (fields.get("Content") or fields.get("Recognition") or "").strip()
             if not text:
                 return response.text(SUCCESS)
         elif inbound.msg_type not in MEDIA_TYPES:
@@ -356,7 +359,7 @@ class WeChatInput(InputChannel):
             return response.text(SUCCESS)
 
         # Limits: a notice right away (no turn to wait for), nothing processed.
-        language = language_of(text) if text and not text.startswith("/") else "zh"
+        language = language_of(text) if text and not metadata.get("server_payload") else "zh"
         if not (await self.rate.hit(redis, inbound.openid)).allowed:
             return await self._notice(claims, inbound, notice("too_fast", language=language))
         if text is not None and self.config.limits.too_long(text):
@@ -369,10 +372,6 @@ class WeChatInput(InputChannel):
             agent = request.app.ctx.agent
             work = self._media(agent, conversation, inbound, metadata)
         else:
-            chosen = await resolve_option(redis, conversation, text)
-            if chosen is not None:
-                metadata.update(option_number=text)
-                text = chosen
             message = UserMessage(
                 text,
                 CollectingOutputChannel(),
@@ -416,8 +415,6 @@ class WeChatInput(InputChannel):
                 return response.text(SUCCESS)
             fits = len(text.encode()) <= TEXT_LIMIT_BYTES
             if fits and await claims.answer_passively(inbound.dedup_id, text):
-                for message in messages:
-                    await remember_options(claims.redis, conversation, message)
                 return self._reply(inbound, text)
         await claims.go_async(inbound.dedup_id)
         self._spawn(self._deliver(task, conversation))

@@ -18,7 +18,7 @@ from wechatpy.exceptions import WeChatClientException
 from connectors.clients import get_redis
 from connectors.identity import BadConversationId, split_conversation_id
 from connectors.push import DeliveryFailed, PushError, record_delivery_failure
-from connectors.rich import as_text, remember_options
+from connectors.rich import as_text
 from connectors.wechat_api import WeChatAPI
 
 logger = logging.getLogger(__name__)
@@ -106,9 +106,6 @@ class WeChatOutput(OutputChannel):
                 logger.warning("WeChat message to %s not delivered: %s", recipient_id, failure)
                 await record_delivery_failure(redis, failure)
                 raise failure from error
-        # Only once the customer has seen them: then "2" means the second option.
-        for message in messages:
-            await remember_options(redis, recipient_id, message)
 
     # Rasa's per-kind hooks (used by its own API, e.g. trigger_intent with this channel).
     async def send_text_message(self, recipient_id: str, text: str, **kwargs: Any) -> None:
