@@ -16,7 +16,7 @@ from rasa_sdk.events import UserUtteranceReverted
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
-from actions.common import language, say, text
+from actions.common import label, language
 
 # intent -> (zh label, en label)
 INTENT_LABELS: Dict[str, Tuple[str, str]] = {
@@ -106,8 +106,8 @@ class ActionDefaultAskAffirmation(Action):
     ) -> List[Dict[str, Any]]:
         lang = language(tracker)
         buttons = suggestions(tracker, lang)
-        buttons.append({"title": text("none_of_these", lang), "payload": "/out_of_scope"})
-        say(dispatcher, tracker, "did_you_mean", buttons)
+        buttons.append({"title": label("none_of_these", lang), "payload": "/out_of_scope"})
+        dispatcher.utter_message(response="utter_did_you_mean", buttons=buttons)
         return []
 
 
@@ -118,7 +118,7 @@ class ActionDefaultAskRephrase(Action):
     async def run(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> List[Dict[str, Any]]:
-        say(dispatcher, tracker, "ask_rephrase")
+        dispatcher.utter_message(response="utter_ask_rephrase")
         return []
 
 
@@ -131,11 +131,7 @@ class ActionDefaultFallback(Action):
     async def run(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> List[Dict[str, Any]]:
-        lang = language(tracker)
-        buttons = [
-            {"title": text("talk_to_person", lang), "payload": "/human_handoff"},
-            {"title": text("leave_message", lang), "payload": "/leave_message"},
-        ]
-        say(dispatcher, tracker, "give_up", buttons)
+        # The response offers a person and a message as buttons.
+        dispatcher.utter_message(response="utter_fallback_give_up")
         # As Rasa's default does: the misunderstood message shouldn't steer the dialogue.
         return [UserUtteranceReverted()]

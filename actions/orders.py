@@ -1,7 +1,10 @@
 """Order actions: the order-number form.
 
 What happens once the form has the number is chosen by rules on the
-`order_request` slot (status, cancel, refund, refund_status).
+`order_request` slot (status, cancel, refund, refund_status). The questions are
+domain responses per request (`utter_ask_order_id_cancel`: "Which order would
+you like to cancel?"), so switching from one request to another asks a question
+of its own.
 """
 
 from __future__ import annotations
@@ -13,16 +16,14 @@ from rasa_sdk import Action, FormValidationAction, Tracker
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
-from actions.common import say
-
-_ORDER_ID = re.compile(r"^(?:JM)?(\d{12})$", re.IGNORECASE)
+_ORDER_ID = re.compile(r"(?:JM)?(\d{12})", re.IGNORECASE)
 
 
 def normalize_order_id(value: Any) -> str | None:
     """Canonical form JM + 12 digits, or None when it isn't an order number."""
     if not isinstance(value, str):
         return None
-    match = _ORDER_ID.match(value.strip().replace(" ", ""))
+    match = _ORDER_ID.fullmatch(value.strip().replace(" ", ""))
     return f"JM{match.group(1)}" if match else None
 
 
@@ -39,12 +40,12 @@ class ValidateOrderForm(FormValidationAction):
     ) -> Dict[str, Any]:
         order_id = normalize_order_id(slot_value)
         if order_id is None:
-            say(dispatcher, tracker, "invalid_order_id")
+            dispatcher.utter_message(response="utter_invalid_order_id")
         return {"order_id": order_id}
 
 
 class ActionAskOrderId(Action):
-    """The form's question for the order number."""
+    """The form's question for the order number; shorter when asked again."""
 
     def name(self) -> str:
         return "action_ask_order_id"
@@ -52,5 +53,11 @@ class ActionAskOrderId(Action):
     async def run(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> List[Dict[str, Any]]:
-        say(dispatcher, tracker, "ask_order_id")
+        # The form sets requested_slot when it asks, so it is already ours on a re-ask.
+        if tracker.get_slot("requested_slot") == "order_id":
+            dispatcher.utter_message(response="utter_ask_order_id_again")
+            return []
+        specific = f"utter_ask_order_id_{tracker.get_slot('order_request')}"
+        known = (domain or {}).get("responses") or {}
+        dispatcher.utter_message(response=specific if specific in known else "utter_ask_order_id")
         return []

@@ -78,6 +78,48 @@ def model() -> Path:
     return found
 
 
+@pytest.fixture(scope="session")
+def action_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The project's action server (rasa_sdk, actions/) as `bot run` starts it; its URL."""
+    import dataclasses
+
+    from bot.cli import action_server_spec
+    from bot.settings import get_settings
+
+    port = free_port()
+    log = tmp_path_factory.mktemp("actions") / "actions.out"
+    settings = dataclasses.replace(get_settings(), action_port=port)
+    spec = action_server_spec(settings, base_env())
+    assert spec.ready is not None
+    process = subprocess.Popen(
+        spec.argv,
+        cwd=ROOT,
+        env={**os.environ, **spec.env},
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    while not spec.ready():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"action server did not start:\n{log.read_text()[-3000:]}")
+        time.sleep(0.5)
+    yield f"http://127.0.0.1:{port}/webhook"
+    os.killpg(process.pid, signal.SIGTERM)
+    process.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def dialogue_agent(model: Path, action_server: str) -> Any:
+    """The trained model in process (Rasa's Agent, in-memory stores) with the real
+    action server: the dialogue without channels, for many fast conversations."""
+    from rasa.core.agent import Agent
+    from rasa.utils.endpoints import EndpointConfig
+
+    return Agent.load(str(model), action_endpoint=EndpointConfig(action_server))
+
+
 @dataclass
 class Service:
     url: str

@@ -15,7 +15,7 @@ from rasa.core.policies.policy import Policy, PolicyPrediction
 from rasa.engine.recipes.default_recipe import DefaultV1Recipe
 from rasa.engine.storage.resource import Resource
 from rasa.shared.core.domain import Domain
-from rasa.shared.core.events import SlotSet
+from rasa.shared.core.events import SlotSet, UserUttered
 from rasa.shared.core.generator import TrackerWithCachedStates
 from rasa.shared.core.trackers import DialogueStateTracker
 
@@ -24,15 +24,35 @@ from bot.nlu.language import LANGUAGE_KEY, LANGUAGES, message_language
 SLOT = "language"
 
 
+def _said_in(event: UserUttered) -> str | None:
+    detected = (event.parse_data or {}).get(LANGUAGE_KEY)
+    if detected is None and event.text:
+        detected = message_language(event.text)
+    return detected if detected in LANGUAGES else None
+
+
 def language_event(tracker: DialogueStateTracker) -> SlotSet | None:
-    """The slot change the latest user message calls for, if any."""
+    """The slot change the latest user message calls for, if any.
+
+    A message without words (an emoji, an order number) keeps the language of
+    the customer's latest message that had words. That is read from the events
+    themselves, not the slot: Rasa's two-stage fallback rewinds turns, and a
+    replay can lose the slot's earlier value.
+    """
     message = tracker.latest_message
     if message is None or not message.text:
         return None
-    detected = message.parse_data.get(LANGUAGE_KEY)  # type: ignore[union-attr]
+    detected = _said_in(message)
     if detected is None:
-        detected = message_language(message.text)
-    if detected not in LANGUAGES or tracker.get_slot(SLOT) == detected:
+        detected = next(
+            (
+                found
+                for event in reversed(tracker.events)
+                if isinstance(event, UserUttered) and (found := _said_in(event))
+            ),
+            None,
+        )
+    if detected is None or tracker.get_slot(SLOT) == detected:
         return None
     return SlotSet(SLOT, detected)
 
