@@ -167,6 +167,7 @@
     agent: null,
     queue: null,
     typingTimer: null,
+    phone: false,
   };
 
   // --- DOM -----------------------------------------------------------------------
@@ -288,14 +289,93 @@
   function setOpen(open) {
     state.open = open;
     panel.hidden = !open;
+    root.classList.toggle("jc-open", open);
     launcher.setAttribute("aria-expanded", open ? "true" : "false");
     if (session) session.setItem(OPEN_KEY, open ? "1" : "0");
+    fitScreen();
     if (open) {
       state.unread = 0;
       renderBadge();
       scrollDown();
-      input.focus();
+      // On a phone the keyboard would cover the hot questions: wait for a tap on the input.
+      if (!state.phone) input.focus();
     }
+  }
+
+  // --- phones ---------------------------------------------------------------------------
+  // Narrow windows, and touch screens in portrait or short in landscape, get the chat on
+  // the whole visible screen, as Intercom and Chatwoot do. Not by width alone: a page
+  // without <meta viewport> is laid out 980 px wide even on a phone.
+  var PHONE_MEDIA = window.matchMedia(
+    "(max-width: 640px), (pointer: coarse) and (orientation: portrait), " +
+      "(pointer: coarse) and (max-height: 480px)"
+  );
+  var fitted = "";
+  // position: fixed follows the layout viewport, which a page wider than the screen
+  // stretches past it; the visual viewport is what the customer sees (and what shrinks
+  // for the on-screen keyboard), so the root is put on it.
+  function fitScreen() {
+    state.phone = PHONE_MEDIA.matches;
+    root.classList.toggle("jc-phone", state.phone);
+    lockPage(state.phone && state.open);
+    var view = window.visualViewport;
+    var box = root.style;
+    if (!state.phone || !view) {
+      ["left", "top", "width", "height", "transform"].forEach(function (name) {
+        box.removeProperty(name);
+      });
+      fitted = "";
+      return;
+    }
+    // Zoomed out (no <meta viewport>, or a wide page): drawn at the screen's own scale,
+    // so it reads like any phone page. Zoomed in by the customer: it zooms along.
+    var zoom = view.scale < 1 ? 1 / view.scale : 1;
+    var geometry = [view.offsetLeft, view.offsetTop, view.width / zoom, view.height / zoom, zoom];
+    if (geometry.join() === fitted) return;
+    var atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 24;
+    fitted = geometry.join();
+    box.left = geometry[0] + "px";
+    box.top = geometry[1] + "px";
+    box.width = geometry[2] + "px";
+    box.height = geometry[3] + "px";
+    box.transform = zoom === 1 ? "" : "scale(" + zoom + ")";
+    if (atBottom) scrollDown(); // the keyboard came up: keep the last message in sight
+  }
+  // While the chat covers a phone's screen the page behind must not scroll under the
+  // customer's thumb. What the page had is put back exactly when the chat closes.
+  var LOCKED = ["overflow-x", "overflow-y"];
+  var pageLock = null;
+  function lockPage(lock) {
+    if (lock === !!pageLock) return;
+    if (lock) {
+      pageLock = { x: window.scrollX, y: window.scrollY, saved: [] };
+      [document.documentElement, document.body].forEach(function (node) {
+        var style = node.style;
+        pageLock.saved.push({
+          node: node,
+          hadStyle: node.hasAttribute("style"),
+          values: LOCKED.map(function (name) {
+            return [name, style.getPropertyValue(name), style.getPropertyPriority(name)];
+          }),
+        });
+        LOCKED.forEach(function (name) {
+          style.setProperty(name, "hidden", "important");
+        });
+      });
+      return;
+    }
+    pageLock.saved.forEach(function (saved) {
+      var style = saved.node.style;
+      saved.values.forEach(function (value) {
+        if (value[1]) style.setProperty(value[0], value[1], value[2]);
+        else style.removeProperty(value[0]);
+      });
+      if (!saved.hadStyle && !saved.node.getAttribute("style")) saved.node.removeAttribute("style");
+    });
+    if (window.scrollX !== pageLock.x || window.scrollY !== pageLock.y) {
+      window.scrollTo(pageLock.x, pageLock.y);
+    }
+    pageLock = null;
   }
   launcher.addEventListener("click", function () {
     setOpen(!state.open);
@@ -550,14 +630,29 @@
     document.head.appendChild(tag);
   }
   function start() {
+    // Shown once styled: unstyled, it would land at the end of the page in the page's flow.
+    root.hidden = true;
     var css = document.createElement("link");
     css.rel = "stylesheet";
     css.href = new URL("static/widget.css", base).href;
+    css.onload = function () {
+      root.hidden = false;
+      fitScreen();
+    };
+    css.onerror = function () {
+      console.error("jade chat: could not load " + css.href);
+    };
     document.head.appendChild(css);
     document.body.appendChild(root);
     renderChrome();
     renderHot();
     setOpen(state.open);
+    window.addEventListener("resize", fitScreen);
+    if (PHONE_MEDIA.addEventListener) PHONE_MEDIA.addEventListener("change", fitScreen);
+    if (window.visualViewport) {
+      window.visualViewport.addEventListener("resize", fitScreen);
+      window.visualViewport.addEventListener("scroll", fitScreen);
+    }
     new MutationObserver(renderChrome).observe(document.documentElement, {
       attributes: true,
       attributeFilter: ["lang"],
