@@ -397,6 +397,11 @@ def cmd_push(args: argparse.Namespace) -> int:
     else:
         raise CliError("give the TEXT to send or --json MESSAGE")
     os.environ["REDIS_URL"] = running_redis_url(settings)
+    # The running Rasa server keeps the transcript (connectors.push.Transcript).
+    os.environ.setdefault(
+        "BOT_RASA_URL", f"http://{_local(settings.host)}:{settings.rasa_port}"
+    )
+    os.environ["BOT_API_TOKEN"], _ = api_token(settings)
     if not os.environ.get("WEB_VISITOR_SECRET"):
         os.environ["WEB_VISITOR_SECRET"], _ = stored_secret(
             settings, "WEB_VISITOR_SECRET", "web_secret"

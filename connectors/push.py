@@ -10,15 +10,25 @@ Redis, so it does not matter which server instance the customer is on.
 
     push = Push.from_credentials_file("credentials.yml")
     await push.send("wechat:oAbc…", {"text": "您好，我是客服小青"})
+
+What was delivered is also appended to the conversation's tracker (the
+transcript), through Rasa's own API (`POST /conversations/<id>/tracker/events`,
+which takes the conversation's lock), when the Rasa server's URL and API token
+are known (`BOT_RASA_URL`, `BOT_API_TOKEN`): the transcript, a reloaded widget
+and the dialogue then see it, and a number the customer types picks from its
+options as from the bot's own.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
+import aiohttp
 from rasa.core.channels.channel import InputChannel, OutputChannel
 from rasa.shared.utils.common import class_from_module_path
 from rasa.shared.utils.io import read_config_file
@@ -102,14 +112,51 @@ def load_channels(credentials_file: str | Path) -> list[InputChannel]:
     return channels
 
 
+class Transcript:
+    """Appends delivered messages to conversations' trackers through Rasa's HTTP API."""
+
+    def __init__(self, rasa_url: str, token: str, timeout: float = 10.0) -> None:
+        self.rasa_url = rasa_url.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+
+    @classmethod
+    def from_env(cls) -> Transcript | None:
+        url, token = os.environ.get("BOT_RASA_URL"), os.environ.get("BOT_API_TOKEN")
+        return cls(url, token) if url and token else None
+
+    async def append(self, conversation_id: str, message: dict[str, Any]) -> None:
+        """Raises on failure (the caller decides what a missing line means)."""
+        data = {k: v for k, v in message.items() if k in MESSAGE_KEYS - {"text"}}
+        event = {
+            "event": "bot",
+            "text": message.get("text"),
+            "data": data,
+            "metadata": {"pushed": True},
+            "timestamp": time.time(),
+        }
+        url = f"{self.rasa_url}/conversations/{quote(conversation_id, safe='')}/tracker/events"
+        timeout = aiohttp.ClientTimeout(total=self.timeout)
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.post(url, json=[event], params={"token": self.token}) as answer,
+        ):
+            if answer.status >= 300:
+                detail = (await answer.text())[:200]
+                raise PushError(f"Rasa refused the transcript line: {answer.status} {detail}")
+
+
 class Push:
-    def __init__(self, channels: list[InputChannel]) -> None:
+    def __init__(
+        self, channels: list[InputChannel], transcript: Transcript | None = None
+    ) -> None:
         self._channels = {channel.name(): channel for channel in channels}
         self._outputs: dict[str, OutputChannel] = {}
+        self.transcript = transcript
 
     @classmethod
     def from_credentials_file(cls, credentials_file: str | Path = "credentials.yml") -> Push:
-        return cls(load_channels(credentials_file))
+        return cls(load_channels(credentials_file), Transcript.from_env())
 
     @property
     def channel_names(self) -> list[str]:
@@ -137,3 +184,11 @@ class Push:
         output = self.output_for(conversation_id)
         await output.send_response(conversation_id, dict(message))
         logger.debug("pushed a message to %s via %s", conversation_id, output.name())
+        if self.transcript is None:
+            return
+        try:
+            await self.transcript.append(conversation_id, message)
+        except Exception as error:  # delivered all the same: say so, don't fail the push
+            logger.warning(
+                "message to %s delivered but not in its transcript: %s", conversation_id, error
+            )

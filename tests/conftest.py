@@ -274,14 +274,17 @@ def scaled(
 
 @contextmanager
 def push_from_outside(
-    redis_url: str, wechat_api: FakeWeChatAPI, app_push: Recorder
+    redis_url: str, wechat_api: FakeWeChatAPI, app_push: Recorder, rasa: Service | None = None
 ) -> Iterator[Push]:
     """`connectors.push.Push` as another process of the service (the desk) has it:
-    the service's credentials.yml and environment, no Rasa server of its own."""
+    the service's credentials.yml and environment, no Rasa server of its own
+    (given `rasa`, what it delivers goes into the transcript through that server)."""
     from connectors.push import Push
 
     saved = dict(os.environ)
     os.environ.update(channel_env(wechat_api, app_push), REDIS_URL=redis_url)
+    if rasa is not None:
+        os.environ.update(BOT_RASA_URL=rasa.url, BOT_API_TOKEN=TOKEN)
     try:
         yield Push.from_credentials_file(ROOT / "credentials.yml")
     finally:

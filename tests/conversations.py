@@ -198,23 +198,38 @@ class Checker:
         self.ask_run = 0
 
     def check(self, understood: str, bot: List[Dict[str, Any]]) -> str | None:
+        """The first violation in this turn, described, or None."""
+        found = self.problems(understood, bot)
+        return found[0][1] if found else None
+
+    def problems(self, understood: str, bot: List[Dict[str, Any]]) -> List[tuple[str, str]]:
+        """Every violation in this turn as (kind, description); kinds: silent,
+        empty_message, template, error_text, language, asks."""
         said = message_language(understood) if understood else None
         if said:
             self.language = said
         if not bot:
-            return "the bot said nothing"
+            self.ask_key, self.ask_run = None, 0
+            return [("silent", "the bot said nothing")]
+        found: List[tuple[str, str]] = []
         for message in bot:
             text = message.get("text") or ""
             if not text and not message.get("custom") and not message.get("image"):
-                return f"an empty bot message: {message}"
+                found.append(("empty_message", f"an empty bot message: {message}"))
             if _TEMPLATE.search(text):
-                return f"unfilled template in {text!r}"
+                found.append(("template", f"unfilled template in {text!r}"))
             if any(marker in text for marker in _ERROR_TEXTS):
-                return f"error text in {text!r}"
+                found.append(("error_text", f"error text in {text!r}"))
             got = message_language(text) if text else None
             if got and got != self.language:
-                return f"answered in {got}, the customer wrote {self.language}: {text[:60]!r}"
-        return self._check_asks(bot)
+                found.append((
+                    "language",
+                    f"answered in {got}, the customer wrote {self.language}: {text[:60]!r}",
+                ))
+        asks = self._check_asks(bot)
+        if asks:
+            found.append(("asks", asks))
+        return found
 
     def _check_asks(self, bot: List[Dict[str, Any]]) -> str | None:
         asks = [
@@ -235,8 +250,14 @@ class Checker:
         return None
 
 
-async def run_conversation(agent: Any, steps: List[Step], seed: int = 0) -> Outcome:
-    """Play `steps` as a new customer; stop at the first violation."""
+async def run_conversation(
+    agent: Any,
+    steps: List[Step],
+    seed: int = 0,
+    tally: Dict[str, int] | None = None,
+) -> Outcome:
+    """Play `steps` as a new customer; stop at the first violation, or with
+    `tally`, play them all and count each kind of violation (turns, not messages)."""
     from rasa.core.channels.channel import CollectingOutputChannel, UserMessage
 
     rng = random.Random(seed)
@@ -256,6 +277,12 @@ async def run_conversation(agent: Any, steps: List[Step], seed: int = 0) -> Outc
         understood, intent = _understood(tracker, before)
         bot = _with_utter_actions(output.messages, tracker, before)
         outcome.exchanges.append(Exchange(text, understood, intent, bot))
+        if tally is not None:
+            tally["turns"] = tally.get("turns", 0) + 1
+            for kind in {kind for kind, _ in checker.problems(understood, bot)}:
+                tally[kind] = tally.get(kind, 0) + 1
+            last_buttons = [b for m in bot for b in (m.get("buttons") or [])]
+            continue
         violation = checker.check(understood, bot)
         if violation:
             outcome.violation = violation
@@ -328,6 +355,26 @@ async def shrink(
         else:
             index += 1
     return best
+
+
+async def survey(
+    agent: Any, seed: int, conversations: int, max_turns: int = 12, concurrency: int = 8
+) -> Dict[str, int]:
+    """Play a seeded set of random conversations to the end and count, per kind of
+    violation, the turns that had one (bench/dialogue.py)."""
+    customers = Customers(seed)
+    plans = [
+        customers.conversation(customers.rng.randint(1, max_turns)) for _ in range(conversations)
+    ]
+    gate = asyncio.Semaphore(concurrency)
+    tally: Dict[str, int] = {}
+
+    async def play(number: int, steps: List[Step]) -> None:
+        async with gate:
+            await run_conversation(agent, steps, seed=seed * 100_003 + number, tally=tally)
+
+    await asyncio.gather(*(play(i, steps) for i, steps in enumerate(plans)))
+    return tally
 
 
 @dataclass

@@ -262,8 +262,13 @@ def test_a_number_answers_the_numbered_options(
     assert "青玉商城" in welcome
     assert "1. 我的订单到哪了\n2. 运费怎么算" in welcome and "回复数字即可选择" in welcome
     assert "包邮" in say(wechat, wechat_api, openid, "2")
-    last = events(service, openid)[-1]
-    assert last["text"] == "运费怎么算" and last["metadata"]["option_number"] == "2"
+    said = events(service, openid)[-1]
+    assert said["text"] == "2" and said["parse_data"]["text"] == "运费怎么算"
+    assert said["parse_data"]["option"]["number"] == 2
+    # The conversation moved on (the shipping answer has no options): "1" is now text.
+    say(wechat, wechat_api, openid, "1")
+    said = events(service, openid)[-1]
+    assert "option" not in said["parse_data"]
 
 
 def test_typed_intent_payloads_are_read_as_text(
@@ -273,8 +278,10 @@ def test_typed_intent_payloads_are_read_as_text(
     # could set slots or, with /restart, end a hand-off.
     openid = new_openid()
     say(wechat, wechat_api, openid, "你好")
-    say(wechat, wechat_api, openid, "/restart")
-    assert events(service, openid)[-1]["text"] == "restart"
+    assert say(wechat, wechat_api, openid, "/restart")  # answered, as words
+    said = events(service, openid)[-1]
+    assert said["text"] == "/restart" and said["parse_data"]["text"] == "restart"
+    assert said["parse_data"]["typed_payload"] is True
     tracker = service.get(f"/conversations/wechat:{openid}/tracker")
     assert [e for e in tracker["events"] if e["event"] in ("restart", "session_started")] == [
         e for e in tracker["events"][:3] if e["event"] == "session_started"
@@ -312,7 +319,8 @@ def test_an_image_is_acknowledged_kept_in_the_transcript_and_a_person_offered(
 
     # "1" is the offered person; then the conversation goes on as before.
     assert "人工客服" in say(wechat, wechat_api, openid, "1")
-    assert events(service, openid)[-1]["text"] == "/human_handoff"
+    said = events(service, openid)[-1]
+    assert said["text"] == "1" and said["parse_data"]["text"] == "/human_handoff"
     assert "包邮" in say(wechat, wechat_api, openid, "运费怎么算")
 
 

@@ -143,7 +143,7 @@ def test_push_through_wechat_while_two_instances_run(
     long_text = "您的退款进度如下：" + "。".join(f"第{i}步已完成" for i in range(400))
 
     async def push_all() -> None:
-        with push_from_outside(SYSTEM_REDIS_URL, wechat_api, app_push) as push:
+        with push_from_outside(SYSTEM_REDIS_URL, wechat_api, app_push, scaled[1]) as push:
             await push.send(conversation, {
                 "text": "您好，我是客服小青，请问您想了解哪方面？",
                 "buttons": [{"title": "运费", "payload": "运费怎么算"},
@@ -166,12 +166,17 @@ def test_push_through_wechat_while_two_instances_run(
     long_parts = pushed[2:]
     assert len(long_parts) >= 2 and all(len(p.encode()) <= 2048 for p in long_parts)
     assert "".join(long_parts).replace("\n", "") == long_text
-    # The customer answers the pushed options by number, on the other instance.
+    # What was pushed is in the shared transcript…
+    bot_lines = [e["text"] for e in events(scaled[0], openid, "bot")]
+    assert "您好，我是客服小青，请问您想了解哪方面？" in bot_lines
+    # …so the customer answers the pushed options by number, on the other instance.
     assert callers[1].post(text(openid, "1")).is_success
     reply = wechat_api.wait_for_texts(openid, started + len(pushed) + 1)[-1]
     assert "包邮" in reply
-    last = events(scaled[0], openid)[-1]
-    assert last["text"] == "运费怎么算" and last["metadata"]["option_number"] == "1"
+    said = events(scaled[0], openid)[-1]
+    assert said["text"] == "1"  # what the customer typed stays in the transcript
+    assert said["parse_data"]["text"] == "运费怎么算"
+    assert said["parse_data"]["option"] == {"number": 1, "payload": "运费怎么算"}
 
 
 def test_unsubscribe_on_one_instance_is_in_the_shared_transcript(

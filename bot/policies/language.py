@@ -24,11 +24,15 @@ from bot.nlu.language import LANGUAGE_KEY, LANGUAGES, message_language
 SLOT = "language"
 
 
-def _said_in(event: UserUttered) -> str | None:
-    detected = (event.parse_data or {}).get(LANGUAGE_KEY)
-    if detected is None and event.text:
-        detected = message_language(event.text)
-    return detected if detected in LANGUAGES else None
+def _said_in(event: UserUttered, detect: bool = True) -> str | None:
+    """The language NLU found in a user message (`detect`: or, without NLU output,
+    the one its text shows)."""
+    parse = event.parse_data or {}
+    if LANGUAGE_KEY in parse:
+        found = parse.get(LANGUAGE_KEY)
+    else:
+        found = message_language(event.text) if detect and event.text else None
+    return found if found in LANGUAGES else None
 
 
 def language_event(tracker: DialogueStateTracker) -> SlotSet | None:
@@ -48,7 +52,9 @@ def language_event(tracker: DialogueStateTracker) -> SlotSet | None:
             (
                 found
                 for event in reversed(tracker.events)
-                if isinstance(event, UserUttered) and (found := _said_in(event))
+                # Only messages NLU read: not e.g. "[image] https://…" lines a
+                # channel writes for media.
+                if isinstance(event, UserUttered) and (found := _said_in(event, detect=False))
             ),
             None,
         )
