@@ -17,6 +17,13 @@ from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
 _ORDER_ID = re.compile(r"(?:JM)?(\d{12})", re.IGNORECASE)
+# The question for each order_request ("Which order would you like to cancel?").
+ASK_ORDER_ID = {
+    "status": "utter_ask_order_id",
+    "cancel": "utter_ask_order_id_cancel",
+    "refund": "utter_ask_order_id_refund",
+    "refund_status": "utter_ask_order_id_refund_status",
+}
 
 
 def normalize_order_id(value: Any) -> str | None:
@@ -57,7 +64,6 @@ class ActionAskOrderId(Action):
         if tracker.get_slot("requested_slot") == "order_id":
             dispatcher.utter_message(response="utter_ask_order_id_again")
             return []
-        specific = f"utter_ask_order_id_{tracker.get_slot('order_request')}"
-        known = (domain or {}).get("responses") or {}
-        dispatcher.utter_message(response=specific if specific in known else "utter_ask_order_id")
+        request = tracker.get_slot("order_request")
+        dispatcher.utter_message(response=ASK_ORDER_ID.get(request, "utter_ask_order_id"))
         return []

@@ -419,6 +419,29 @@ def cmd_push(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Rasa's data validation; warnings fail it, except for responses our code uses."""
+    import warnings
+
+    from bot.validation import validate
+
+    settings = get_settings()
+    with warnings.catch_warnings():  # Rasa's imports warn about pkg_resources
+        warnings.simplefilter("ignore")
+        report = validate(settings.root)
+    for problem in report.problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    if report.accepted:
+        print(
+            "responses sent by custom actions or the dialogue policy (not by stories or "
+            f"rules): {', '.join(sorted(set(report.accepted)))}"
+        )
+    if not report.ok:
+        raise CliError("validation failed (see above)")
+    print("domain, data and config are valid")
+    return 0
+
+
 def cmd_wechat_menu(args: argparse.Namespace) -> int:
     import warnings
 
@@ -461,6 +484,12 @@ def build_parser() -> argparse.ArgumentParser:
     shell = commands.add_parser("shell", help="talk to the bot in the terminal")
     model_options(shell)
     shell.set_defaults(func=cmd_shell)
+
+    validate_cmd = commands.add_parser(
+        "validate",
+        help="check domain, data and config (rasa data validate, failing on warnings)",
+    )
+    validate_cmd.set_defaults(func=cmd_validate)
 
     menu = commands.add_parser(
         "wechat-menu", help="publish the WeChat Official Account menu from a YAML file"
