@@ -89,6 +89,10 @@ class DialoguePolicy(RulePolicy):
             "trouble_action": "utter_technical_trouble",
         }
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._first_actions_cache: Dict[str, str] | None = None
+
     # --- prediction ---------------------------------------------------------------------
 
     def predict_action_probabilities(
@@ -136,7 +140,7 @@ class DialoguePolicy(RulePolicy):
         extracted = turn.extracted_slots()
         if any(extracted.get(slot) is not None for slot in required):
             return None  # an answer: the form validates it (rules and happy path)
-        plan = self._plan_inside_form(domain, turn, form, extracted)
+        plan = self._plan_inside_form(domain, turn, form)
         done = turn.actions
         logger.debug(
             "DialoguePolicy: inside %s (asked %s times), plan %s, done %s",
@@ -152,9 +156,7 @@ class DialoguePolicy(RulePolicy):
         events = [LoopInterrupted(True)] if step == form and not done else None
         return self._decide(domain, step, no_user=True, events=events)
 
-    def _plan_inside_form(
-        self, domain: Domain, turn: Turn, form: str, extracted: Dict[str, Any]
-    ) -> List[str]:
+    def _plan_inside_form(self, domain: Domain, turn: Turn, form: str) -> List[str]:
         intent = turn.intent or ""
         starts = self._first_action(intent, domain)
         let_go = [ACTION_DEACTIVATE_LOOP_NAME, self.config["let_go_action"]]
@@ -217,14 +219,14 @@ class DialoguePolicy(RulePolicy):
             if no_rule:
                 return self._decide(domain, ACTION_LISTEN_NAME, confidence=END_OF_TURN)
             return prediction
-        # Nothing said yet: never end the turn silently.
-        if not turn.actions or turn.actions[-1] not in self._first_actions(domain).values():
-            starts = self._first_action(turn.intent or "", domain)
-            if starts and turn.confidence >= UNDERSTOOD and starts not in turn.actions:
-                return self._decide(domain, starts)
+        # Nothing said yet: never end the turn silently. First what the intent
+        # normally starts (when NLU understood it and it hasn't run), else the
+        # core fallback (once: if even that said nothing, listening is all that's left).
+        starts = self._first_action(turn.intent or "", domain)
+        if starts and turn.confidence >= UNDERSTOOD and starts not in turn.actions:
+            return self._decide(domain, starts)
         if self._fallback_action_name in turn.actions:
-            # The fallback itself said nothing (it failed): listen rather than loop.
-            return prediction
+            return self._decide(domain, ACTION_LISTEN_NAME)
         logger.debug("DialoguePolicy: nothing said this turn; core fallback.")
         return self._decide(domain, self._fallback_action_name)
 
@@ -239,9 +241,8 @@ class DialoguePolicy(RulePolicy):
         Read from the rules Rasa learnt (one state: the intent after action_listen),
         so the policy needs no list of its own.
         """
-        cached = getattr(self, "_first_actions_cache", None)
-        if cached is not None:
-            return cached
+        if self._first_actions_cache is not None:
+            return self._first_actions_cache
         found: Dict[str, str] = {}
         for key, action in self.lookup.get(RULES, {}).items():
             states = json.loads(key)
