@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from rasa.shared.core.events import ActionExecuted, BotUttered, UserUttered
+from rasa.shared.core.events import ActionExecuted, BotUttered, UserUtteranceReverted, UserUttered
 from rasa.shared.core.trackers import DialogueStateTracker
 
 from bot.nlu.payloads import as_words, check_customer_text, looks_like_payload
@@ -78,3 +78,25 @@ def test_a_satisfaction_survey_offers_its_scores() -> None:
     survey = tracker(UserUttered("bye"), bot("", custom={"type": "satisfaction"}))
     assert check_customer_text('/rate{"score": 5}', survey) == ('/rate{"score": 5}', {})
     assert check_customer_text("5", survey)[0] == '/rate{"score": 1}'
+
+
+def test_the_fallbacks_last_offer_counts_though_rasa_reverts_its_turn() -> None:
+    # action_default_fallback says "a person or a message?" and reverts the turn.
+    give_up = [{"title": "转人工", "payload": "/human_handoff"},
+               {"title": "留言", "payload": "/leave_message"}]
+    seen = tracker(
+        UserUttered("qwzx"),
+        bot("您是想问：", buttons=[{"title": "投诉", "payload": "/complain"}]),
+        UserUttered("qwzx"),
+        bot("还是没能理解", buttons=give_up),
+        UserUtteranceReverted(),
+    )
+    assert check_customer_text("2", seen)[0] == "/leave_message"
+    assert check_customer_text("/human_handoff", seen) == ("/human_handoff", {})
+
+
+def test_a_later_request_of_the_same_message_is_still_the_latest_reply() -> None:
+    part = UserUttered("运费")
+    part.metadata = {"dialogue": {"index": 1}}
+    seen = tracker(UserUttered("查订单，运费"), bot("请选择", buttons=BUTTONS), part, bot("¥8"))
+    assert check_customer_text("1", seen)[0] == "/order_status"

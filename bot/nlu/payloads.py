@@ -31,13 +31,13 @@ from rasa.engine.graph import ExecutionContext, GraphComponent
 from rasa.engine.recipes.default_recipe import DefaultV1Recipe
 from rasa.engine.storage.resource import Resource
 from rasa.engine.storage.storage import ModelStorage
-from rasa.shared.core.events import BotUttered, UserUttered
+from rasa.shared.core.events import BotUttered, Restarted, SessionStarted, UserUttered
 from rasa.shared.core.trackers import DialogueStateTracker
 from rasa.shared.nlu.constants import TEXT
 from rasa.shared.nlu.training_data.message import Message
 from rasa.shared.nlu.training_data.training_data import TrainingData
 
-from bot.policies.turn import session_events
+from bot.policies.turn import is_request_part
 from connectors.rich import option_number, options_of
 
 # Metadata a customer channel sets (connectors.identity.Identity.metadata), and
@@ -72,20 +72,33 @@ def as_words(text: str) -> str:
 
 
 def offered_options(tracker: DialogueStateTracker) -> tuple[List[str], set[str]]:
-    """(payloads of the option list the bot sent last, if that was its latest turn;
-    every payload offered in this session)."""
+    """(payloads of the option list the bot sent last, if it was in its reply to the
+    customer's latest message; every payload offered in this session).
+
+    Read from every event of the session, the reverted ones included: what the
+    customer saw is what counts, and Rasa's fallback sends its last offer ("a
+    person or a message?") and then reverts the turn it answered.
+    """
     latest: List[str] = []
     offered: set[str] = set()
     in_latest_turn = True
-    for event in reversed(session_events(tracker)):
-        if isinstance(event, UserUttered):
-            in_latest_turn = False
+    for event in reversed(_session(tracker)):
+        if isinstance(event, UserUttered) and not is_request_part(event):
+            in_latest_turn = False  # later requests of one message are still its reply
         elif isinstance(event, BotUttered):
             payloads = [o["payload"] for o in options_of(event.data or {})]
             offered.update(payloads)
             if in_latest_turn and payloads and not latest:
                 latest = payloads
     return latest, offered
+
+
+def _session(tracker: DialogueStateTracker) -> List[Any]:
+    events = list(tracker.events)
+    starts = [
+        i for i, e in enumerate(events) if isinstance(e, (SessionStarted, Restarted))
+    ]
+    return events[starts[-1] + 1 :] if starts else events
 
 
 def check_customer_text(
