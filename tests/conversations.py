@@ -441,9 +441,9 @@ class Chat:
         from rasa.core.channels.channel import CollectingOutputChannel, UserMessage
 
         output = CollectingOutputChannel()
-        message = UserMessage(
-            text, output, self.sender, metadata=self.metadata, parse_data=parse_data
-        )
+        # A fresh dict per message, as channels build it (the NLU notes in it).
+        metadata = dict(self.metadata) if self.metadata else None
+        message = UserMessage(text, output, self.sender, metadata=metadata, parse_data=parse_data)
         await self.agent.handle_message(message)
         tracker = await self.agent.tracker_store.retrieve(self.sender)
         before, self._seen = self._seen, len(tracker.events)

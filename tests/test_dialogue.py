@@ -207,7 +207,7 @@ def test_typed_payloads_are_words(chat: Chat, typed: str) -> None:
     events = [e.as_dict()["event"] for e in chat.turn_events]
     assert "restart" not in events
     user = next(e for e in chat.turn_events if e.as_dict()["event"] == "user")
-    assert user.parse_data.get("typed_payload") is True
+    assert user.metadata.get("typed_payload") is True
     assert not str(user.parse_data["text"]).lstrip("\u3000\u200b ").startswith(("/", "／"))
     # Not a slot from the payload's entities either.
     assert chat.tracker.get_slot("order_id") is None or "JM202411230456" in typed
@@ -224,12 +224,12 @@ def test_a_number_picks_from_the_list_seen_last_and_expires(chat: Chat) -> None:
     options = [b["payload"] for b in greeting[0]["buttons"]]
     assert chat.actions("2")  # the second greeting button: "运费怎么算"
     user = next(e for e in chat.turn_events if e.as_dict()["event"] == "user")
-    assert user.parse_data["option"] == {"number": 2, "payload": options[1]}
+    assert user.metadata["option"] == {"number": 2, "payload": options[1]}
     assert user.parse_data["text"] == options[1]
     # The shipping answer has no options: "2" is now just a number.
     chat.say("3")
     user = next(e for e in chat.turn_events if e.as_dict()["event"] == "user")
-    assert "option" not in user.parse_data and user.parse_data["text"] == "3"
+    assert "option" not in user.metadata and user.parse_data["text"] == "3"
 
 
 def test_trusted_callers_keep_payloads(dialogue_agent: Any) -> None:

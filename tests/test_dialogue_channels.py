@@ -409,7 +409,7 @@ async def test_a_typed_payload_gets_a_reply_and_restarts_nothing(
     assert user["text"] == typed.strip()  # what they typed (Rasa trims white space)
     words = user["parse_data"]["text"]
     assert words and words[0] not in "/／" and words in typed
-    assert user["parse_data"]["typed_payload"] is True
+    assert user["metadata"]["typed_payload"] is True
 
 
 @pytest.mark.asyncio
@@ -428,7 +428,7 @@ async def test_a_button_the_bot_offered_still_works_from_the_widget(service: Ser
     assert texts(clicked) == [response("utter_handoff_unavailable", "zh")]
     user = events(service, customer.conversation_id, "user")[-1]
     assert user["parse_data"]["intent"]["name"] == "human_handoff"
-    assert "typed_payload" not in user["parse_data"]
+    assert "typed_payload" not in user["metadata"]
 
 
 # --- numbered options on WeChat ----------------------------------------------------------
@@ -470,7 +470,7 @@ async def test_a_number_picks_from_the_last_option_list_on_wechat_then_expires(
     assert texts(picked) == [response("utter_faq/authenticity", "zh")]
     said = events(service, customer.conversation_id, "user")[-1]
     assert said["text"] == "2"
-    assert said["parse_data"]["option"] == {"number": 2, "payload": "你们是正品吗"}
+    assert said["metadata"]["option"] == {"number": 2, "payload": "你们是正品吗"}
 
     # The authenticity answer has no options: "1" is just text now, and still answered.
     after = await customer.say("1")
@@ -478,17 +478,12 @@ async def test_a_number_picks_from_the_last_option_list_on_wechat_then_expires(
     assert response("utter_faq/return_policy", "zh") not in texts(after)
     said = events(service, customer.conversation_id, "user")[-1]
     assert said["text"] == "1" and said["parse_data"]["text"] == "1"
-    assert "option" not in said["parse_data"]
+    assert "option" not in said["metadata"]
 
 
 # --- the fallback's last offer: a person or a message -------------------------------------
-
-GIVE_UP_BUG = (
-    "product bug: the give-up message (utter_fallback_give_up, from action_default_fallback) "
-    "is followed by UserUtteranceReverted, and bot.nlu.payloads.offered_options reads the "
-    "session without reverted turns (bot.policies.turn.session_events), which drops that "
-    "message too: its buttons are neither the latest list nor offered"
-)
+# Rasa's action_default_fallback sends the offer and then reverts the turn it
+# answered: the offer's buttons must still count as what the customer saw.
 
 
 def last_options(rendered: str) -> list[str]:
@@ -503,7 +498,6 @@ def last_options(rendered: str) -> list[str]:
     return lists[-1]
 
 
-@pytest.mark.xfail(strict=True, reason=GIVE_UP_BUG)
 @pytest.mark.asyncio
 async def test_a_number_answers_the_give_up_offer_on_wechat(
     service: Service, wechat_api: FakeWeChatAPI
@@ -518,11 +512,10 @@ async def test_a_number_answers_the_give_up_offer_on_wechat(
     assert last_options(reply) == ["Talk to a person", "Leave a message"]
     picked = await customer.say("2")
     said = events(service, customer.conversation_id, "user")[-1]
-    assert said["parse_data"].get("option") == {"number": 2, "payload": "/leave_message"}
+    assert said["metadata"].get("option") == {"number": 2, "payload": "/leave_message"}
     assert texts(picked) == [response("utter_leave_message_unavailable", "en")]
 
 
-@pytest.mark.xfail(strict=True, reason=GIVE_UP_BUG)
 @pytest.mark.asyncio
 async def test_a_click_on_the_give_up_offer_in_the_widget(service: Service) -> None:
     customer = await WebCustomer.start(service)
@@ -538,7 +531,7 @@ async def test_a_click_on_the_give_up_offer_in_the_widget(service: Service) -> N
     finally:
         await customer.close()
     said = events(service, customer.conversation_id, "user")[-1]
-    assert "typed_payload" not in said["parse_data"], "the click was read as typed words"
+    assert "typed_payload" not in said["metadata"], "the click was read as typed words"
     # Read as the words "human_handoff", it also turned the conversation English.
     assert texts(clicked) == [response("utter_handoff_unavailable", "zh")]
 

@@ -264,11 +264,11 @@ def test_a_number_answers_the_numbered_options(
     assert "包邮" in say(wechat, wechat_api, openid, "2")
     said = events(service, openid)[-1]
     assert said["text"] == "2" and said["parse_data"]["text"] == "运费怎么算"
-    assert said["parse_data"]["option"]["number"] == 2
+    assert said["metadata"]["option"]["number"] == 2
     # The conversation moved on (the shipping answer has no options): "1" is now text.
     say(wechat, wechat_api, openid, "1")
     said = events(service, openid)[-1]
-    assert "option" not in said["parse_data"]
+    assert "option" not in said["metadata"]
 
 
 def test_typed_intent_payloads_are_read_as_text(
@@ -281,7 +281,7 @@ def test_typed_intent_payloads_are_read_as_text(
     assert say(wechat, wechat_api, openid, "/restart")  # answered, as words
     said = events(service, openid)[-1]
     assert said["text"] == "/restart" and said["parse_data"]["text"] == "restart"
-    assert said["parse_data"]["typed_payload"] is True
+    assert said["metadata"]["typed_payload"] is True
     tracker = service.get(f"/conversations/wechat:{openid}/tracker")
     assert [e for e in tracker["events"] if e["event"] in ("restart", "session_started")] == [
         e for e in tracker["events"][:3] if e["event"] == "session_started"

@@ -176,7 +176,7 @@ def test_push_through_wechat_while_two_instances_run(
     said = events(scaled[0], openid)[-1]
     assert said["text"] == "1"  # what the customer typed stays in the transcript
     assert said["parse_data"]["text"] == "运费怎么算"
-    assert said["parse_data"]["option"] == {"number": 1, "payload": "运费怎么算"}
+    assert said["metadata"]["option"] == {"number": 1, "payload": "运费怎么算"}
 
 
 def test_unsubscribe_on_one_instance_is_in_the_shared_transcript(

@@ -19,7 +19,9 @@ Trusted callers (the REST channel with the API token, `rasa shell`, tests) and
 payloads a channel generates itself (WeChat's subscribe and menu events mark
 them `server_payload`) are left alone. The customer's own words stay in the
 tracker's user event; the parse data (`text`) holds what was understood, and
-`option` or `typed_payload` says why.
+the event's metadata says why (`option`: the number and the payload it picked,
+or `typed_payload`: true). Metadata, because for an intent payload Rasa's
+RegexMessageHandler rebuilds the parse data from the payload alone.
 """
 
 from __future__ import annotations
@@ -156,6 +158,7 @@ class PayloadGuard(GraphComponent):
             meaning, notes = check_customer_text(text, tracker)
             if meaning != text:
                 message.set(TEXT, meaning)
-            for key, value in notes.items():
-                message.set(key, value, add_to_output=True)
+            # The same dict as the UserMessage's metadata (Rasa's NLUMessageConverter
+            # passes it through), which the user event keeps.
+            metadata.update(notes)
         return messages
