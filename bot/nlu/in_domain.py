@@ -33,6 +33,10 @@ class InDomainGate:
     floor: float  # similarity at which the factor reaches 0
     bound: float  # similarity from which on the factor is 1
 
+    def __post_init__(self) -> None:
+        # Stored as float16 (half the file); multiplied as float32, converted once.
+        self._matrix = np.ascontiguousarray(self.examples.astype(np.float32).T)
+
     @classmethod
     def fit(cls, vectors: np.ndarray, quantile: float, width: float) -> InDomainGate:
         examples = unit_rows(vectors)
@@ -46,7 +50,7 @@ class InDomainGate:
         return cls(examples.astype(np.float16), bound - max(width, 1e-3), bound)
 
     def similarity(self, vectors: np.ndarray) -> np.ndarray:
-        return (unit_rows(vectors) @ self.examples.T.astype(np.float32)).max(axis=1)
+        return (unit_rows(vectors) @ self._matrix).max(axis=1)
 
     def factor(self, vectors: np.ndarray) -> np.ndarray:
         """1 inside the domain, falling linearly to 0 at the floor."""
