@@ -241,9 +241,9 @@ class LinearIntentClassifier(GraphComponent, IntentClassifier):
             message.set(key, value, add_to_output=True)
 
     def _requests_enabled(self) -> bool:
-        return self.decoder is None and any(
-            c.partition("/")[0] in self._config["request_intents"] for c in self.classes
-        )
+        # Two different requests need two request intents (and no label sets).
+        known = {c.partition("/")[0] for c in self.classes}
+        return self.decoder is None and len(known & set(self._config["request_intents"])) >= 2
 
     def _labelled(self, clause: Any, probs: np.ndarray) -> Labelled:
         parse = self._parse(probs, REQUEST_RANKING_LENGTH)
