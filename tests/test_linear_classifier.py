@@ -14,7 +14,7 @@ from rasa.shared.nlu.training_data.training_data import TrainingData
 from sklearn.feature_extraction.text import CountVectorizer
 
 from bot.nlu import linear_model
-from bot.nlu.features import TextFeaturizer, ngrams
+from bot.nlu.features import Features, TextFeaturizer, ngrams
 from bot.nlu.in_domain import InDomainGate
 from bot.nlu.linear_classifier import LinearIntentClassifier
 from bot.nlu.multilabel import SetDecoder, canonical
@@ -72,7 +72,8 @@ def test_features_are_unit_length_per_block() -> None:
     tokens = [["运费", "多少"], ["refund", "refund", "please"], []]
     featurizer = TextFeaturizer.fit(tokens, dense_weight=2.0)
     vectors = np.array([[3.0, 4.0] + [0.0] * 510, [1.0] * 512, [0.0] * 512], np.float32)
-    out = featurizer(tokens, vectors).toarray()
+    features = featurizer(tokens, vectors)
+    out = np.hstack([features.sparse.toarray(), features.dense])
     n = len(featurizer.vocabulary)
     assert out.shape == (3, featurizer.dim)
     assert np.linalg.norm(out[0, :n]) == pytest.approx(1.0)
@@ -88,13 +89,13 @@ def test_linear_model_fits_both_heads() -> None:
     rng = np.random.default_rng(0)
     dense = rng.normal(size=(60, 4)).astype(np.float32)
     sparse = sp.csr_matrix(rng.random((60, 3)) > 0.5, dtype=np.float32)
-    features = sp.hstack([sparse, sp.csr_matrix(dense)], format="csr")
+    features = Features(sparse, dense)
     labels = (dense[:, 0] > 0).astype(int) + 2 * (dense[:, 1] > 0).astype(int)
     softmax = linear_model.fit(features, linear_model.one_hot(labels.tolist(), 4), "softmax",
-                               C=100.0, dense_dim=4)
+                               C=100.0)
     assert (softmax.scores(features).argmax(axis=1) == labels).mean() > 0.95
     targets = np.stack([dense[:, 0] > 0, dense[:, 1] > 0], axis=1).astype(float)
-    sigmoid = linear_model.fit(features, targets, "sigmoid", C=100.0, dense_dim=4)
+    sigmoid = linear_model.fit(features, targets, "sigmoid", C=100.0)
     assert ((sigmoid.scores(features) > 0) == targets).mean() > 0.95
 
 

@@ -57,7 +57,7 @@ from bot.nlu.features import TextFeaturizer, lemmas
 from bot.nlu.in_domain import InDomainGate
 from bot.nlu.multilabel import SetDecoder
 from bot.nlu.requests import Labelled, pick_requests, split_clauses
-from bot.nlu.sentence_encoder import SENTENCE_DIM, encode, load_encoder
+from bot.nlu.sentence_encoder import encode, load_encoder
 from bot.nlu.tokenizer import _init_jieba
 
 logger = logging.getLogger(__name__)
@@ -166,7 +166,7 @@ class LinearIntentClassifier(GraphComponent, IntentClassifier):
         features = self.featurizer(tokens, vectors)
         index = {c: i for i, c in enumerate(self.classes)}
         targets = linear_model.one_hot([index[lab] for lab in labels], len(self.classes))
-        fit = dict(C=self._config["C"], dense_dim=SENTENCE_DIM, max_iter=self._config["max_iter"])
+        fit = dict(C=self._config["C"], max_iter=self._config["max_iter"])
         self.model = linear_model.fit(features, targets, "softmax", **fit)
         if self.decoder is not None:
             atom_targets = self.decoder.atom_targets(labels)

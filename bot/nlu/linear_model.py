@@ -14,9 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.sparse as sp
-from scipy.optimize import minimize
 from scipy.special import expit, log_expit, logsumexp
+
+from bot.nlu.features import Features
 
 
 @dataclass
@@ -24,29 +24,30 @@ class LinearModel:
     weights: np.ndarray  # (features, outputs), float32
     bias: np.ndarray  # (outputs,)
 
-    def scores(self, features: sp.csr_matrix) -> np.ndarray:
-        return np.asarray(features @ self.weights) + self.bias
-
-
-def _split(features: sp.csr_matrix, dense_dim: int) -> tuple[sp.csr_matrix, np.ndarray]:
-    n_sparse = features.shape[1] - dense_dim
-    sparse = features[:, :n_sparse].tocsr().astype(np.float32)
-    dense = features[:, n_sparse:].toarray().astype(np.float32)
-    return sparse, dense
+    def scores(self, features: Features) -> np.ndarray:
+        n_sparse = features.sparse.shape[1]
+        return (
+            np.asarray(features.sparse @ self.weights[:n_sparse])
+            + features.dense @ self.weights[n_sparse:]
+            + self.bias
+        )
 
 
 def fit(
-    features: sp.csr_matrix,
+    features: Features,
     targets: np.ndarray,
     head: str,
     C: float,
-    dense_dim: int,
     sample_weight: np.ndarray | None = None,
     max_iter: int = 300,
     tol: float = 1e-4,
 ) -> LinearModel:
     """targets: (n, outputs) 0/1 (one 1 per row for softmax)."""
-    sparse, dense = _split(features, dense_dim)
+    from scipy.optimize import minimize  # training only: keeps it out of server start-up
+
+    sparse = features.sparse.astype(np.float32).tocsr()
+    dense = np.asarray(features.dense, np.float32)
+    dense_dim = dense.shape[1]
     sparse_t = sparse.T.tocsr()
     n, k = targets.shape
     n_sparse = sparse.shape[1]
