@@ -19,6 +19,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import resource
+import statistics
+import time
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +90,10 @@ def agent(
         output=str(work),
         domain=str(ROOT / "domain.yml"),
     )
-    return Agent.load(model)
+    started = time.perf_counter()
+    loaded = Agent.load(model)
+    print(json.dumps({"agent_load_s": round(time.perf_counter() - started, 2)}))
+    return loaded
 
 
 def parse(agent: Any, text: str) -> dict[str, Any]:
@@ -109,8 +115,13 @@ def results(
     work = tmp_path_factory.mktemp("nlu-quality-results")
     _, tests = held_out_sets
     scores: dict[str, dict] = {}
+    timings: list[float] = []
     for language, test in tests.items():
-        predictions = [served(parse(agent, m.get("text"))) for m in test]
+        predictions = []
+        for m in test:
+            started = time.perf_counter()
+            predictions.append(served(parse(agent, m.get("text"))))
+            timings.append(1000 * (time.perf_counter() - started))
         errors = [
             {"text": m.get("text"), "expected": label(m), "predicted": p}
             for m, p in zip(test, predictions, strict=True)
@@ -123,6 +134,8 @@ def results(
         }
     (work / "results.json").write_text(json.dumps(scores, ensure_ascii=False, indent=1))
     print(json.dumps({k: round(v["accuracy"], 4) for k, v in scores.items()}))
+    print(json.dumps({"parse_p50_ms": round(statistics.median(timings), 2),
+                      "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024}))
     return scores
 
 
