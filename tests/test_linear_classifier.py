@@ -107,7 +107,7 @@ def test_in_domain_gate_passes_training_like_vectors_and_stops_others() -> None:
     centre = np.zeros(8)
     centre[0] = 1.0
     examples = centre + 0.1 * rng.normal(size=(50, 8))
-    gate = InDomainGate.fit(examples, quantile=0.05, width=0.1)
+    gate = InDomainGate.fit(examples, quantile=0.05)
     far = np.zeros((1, 8))
     far[0, 3] = 1.0
     assert gate.factor(examples[:5]).min() == pytest.approx(1.0)

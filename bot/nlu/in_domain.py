@@ -5,10 +5,11 @@ examples (a cooking question comes out as some FAQ with 0.6), so the classifier
 also looks at the sentence vector's cosine similarity to the nearest in-scope
 training example. Where that is lower than almost any training example's
 similarity to its own nearest neighbour (leave-one-out, the `quantile` of them),
-the message is out of the bot's domain: its confidences fall linearly to 0 over
-the next `width` of similarity below that bound, and the classifier gives what
-they lose to the out-of-scope class (or to nothing, so the FallbackClassifier
-turns the message into `nlu_fallback`). The bound
+the message is out of the bot's domain: its confidences fall linearly to 0
+between that bound and the lowest such similarity, and the classifier gives
+what they lose to the out-of-scope class (or to nothing, so the
+FallbackClassifier turns the message into `nlu_fallback`). A steeper fall
+(0 at 0.1 below the bound) cost our English held-out examples 0.7 points. The bound
 comes from the training data alone, so no per-data-set tuning is needed.
 """
 
@@ -38,7 +39,7 @@ class InDomainGate:
         self._matrix = np.ascontiguousarray(self.examples.astype(np.float32).T)
 
     @classmethod
-    def fit(cls, vectors: np.ndarray, quantile: float, width: float) -> InDomainGate:
+    def fit(cls, vectors: np.ndarray, quantile: float) -> InDomainGate:
         examples = unit_rows(vectors)
         nearest = np.empty(len(examples), dtype=np.float32)
         for begin in range(0, len(examples), _CHUNK):
@@ -47,7 +48,8 @@ class InDomainGate:
             sims[rows, rows + begin] = -1.0  # not itself
             nearest[begin : begin + _CHUNK] = sims.max(axis=1)
         bound = float(np.quantile(nearest, quantile))
-        return cls(examples.astype(np.float16), bound - max(width, 1e-3), bound)
+        floor = min(float(nearest.min()), bound - 1e-3)
+        return cls(examples.astype(np.float16), floor, bound)
 
     def similarity(self, vectors: np.ndarray) -> np.ndarray:
         return (unit_rows(vectors) @ self._matrix).max(axis=1)
