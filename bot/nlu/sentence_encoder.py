@@ -21,6 +21,7 @@ from rasa.shared.nlu.training_data.message import Message
 from rasa.shared.nlu.training_data.training_data import TrainingData
 
 _BATCH = 256
+SENTENCE_DIM = 512
 
 
 @lru_cache(maxsize=4)
@@ -31,9 +32,9 @@ def load_encoder(threads: int) -> Any:
 
 
 def encode(texts: List[str], threads: int = 2) -> np.ndarray:
-    """Embed texts (512-d, float32); empty texts get a zero vector."""
+    """Embed texts (SENTENCE_DIM floats each); empty texts get a zero vector."""
     encoder = load_encoder(threads)
-    out = np.zeros((len(texts), 512), dtype=np.float32)
+    out = np.zeros((len(texts), SENTENCE_DIM), dtype=np.float32)
     todo = [i for i, text in enumerate(texts) if text.strip()]
     for begin in range(0, len(todo), _BATCH):
         chunk = todo[begin : begin + _BATCH]
