@@ -7,6 +7,7 @@ happen once per session; tests that need them ask for `model` or `service`.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 import pytest
+import structlog
 
 from tests.fake_wechat import APP_ID as WECHAT_APP_ID
 from tests.fake_wechat import APP_SECRET as WECHAT_APP_SECRET
@@ -30,6 +32,13 @@ if TYPE_CHECKING:
     from connectors.push import Push
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Rasa logs every parse and prediction through structlog at debug level unless
+# its CLI configured logging; in-process tests (Rasa's Agent) would render them
+# all, thousands of lines a second. Warnings and errors still show.
+structlog.configure(
+    wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING)
+)
 BOT = str(Path(sys.executable).with_name("bot"))
 TOKEN = "test-api-token"
 POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"

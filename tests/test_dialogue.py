@@ -160,7 +160,7 @@ def test_a_language_switch_inside_a_chinese_form_gets_english(chat: Chat) -> Non
     ("unclear", "clear", "expected"),
     [
         ("blorp zzkx qwv", "where is my order", "utter_ask_order_id"),
-        ("qwzx 那个", "运费怎么算", "utter_faq/shipping_fee"),
+        ("嗯 那个 zzkx qwv", "运费怎么算", "utter_faq/shipping_fee"),
     ],
 )
 def test_a_clear_request_after_did_you_mean_is_handled_as_that_request(
@@ -289,3 +289,40 @@ def test_several_requests_in_one_message_are_answered_in_order(chat: Chat) -> No
     # The order number then answers the order question.
     answered = chat.say(ORDER)
     assert [m["utter_action"] for m in answered] == ["utter_order_status_unavailable"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected", "language"),
+    [
+        (
+            "查下订单 顺便问下运费",
+            ["utter_ask_order_id", "utter_faq/shipping_fee", "utter_ask_order_id_again"],
+            "zh",
+        ),
+        (
+            "我要退款，另外发票怎么开",
+            ["utter_ask_order_id_refund", "utter_faq/invoice", "utter_ask_order_id_again"],
+            "zh",
+        ),
+        (
+            "how much is shipping? also what's my wallet balance",
+            ["utter_faq/shipping_fee", "utter_balance_unavailable"],
+            "en",
+        ),
+        (
+            "where is my parcel? also do you ship to Hong Kong",
+            ["utter_ask_order_id", "utter_faq/delivery_area", "utter_ask_order_id_again"],
+            "en",
+        ),
+    ],
+)
+def test_two_requests_understood_by_nlu_are_both_answered_in_order(
+    chat: Chat, text: str, expected: list[str], language: str
+) -> None:
+    reply = chat.say(text)
+    assert [m["utter_action"] for m in reply] == expected
+    assert languages(reply) == {language}
+
+
+def test_one_request_with_a_greeting_is_one_request(chat: Chat) -> None:
+    assert chat.actions("你好，我的订单到哪了") == ["utter_ask_order_id"]

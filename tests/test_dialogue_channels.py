@@ -217,7 +217,7 @@ def test_a_refund_inside_the_order_form_is_asked_at_once_and_answered(
     ("unclear", "clear", "expected", "language"),
     [
         ("blorp zzkx qwv", "where is my order", "utter_ask_order_id", "en"),
-        ("qwzx 那个", "运费怎么算", "utter_faq/shipping_fee", "zh"),
+        ("嗯 那个 zzkx qwv", "运费怎么算", "utter_faq/shipping_fee", "zh"),
     ],
     ids=["en", "zh"],
 )
@@ -521,7 +521,7 @@ async def test_a_click_on_the_give_up_offer_in_the_widget(service: Service) -> N
     customer = await WebCustomer.start(service)
     try:
         for _ in range(2):
-            asked = await customer.say("qwzx 那个")
+            asked = await customer.say("嗯 那个 zzkx qwv")
             assert texts(asked) == [response("utter_did_you_mean", "zh")]
             given_up = await customer.say("/out_of_scope", shown="都不是")
         assert texts(given_up) == [response("utter_fallback_give_up", "zh")]
@@ -551,3 +551,26 @@ async def test_a_refund_inside_the_order_form_on_the_app(service: Service) -> No
     ]
     assert texts(await customer.say("谢谢")) == [response("utter_thank", "zh")]
 
+
+
+# --- two requests in one message ----------------------------------------------------------
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("channel", ["rest", "web", "wechat", "app"])
+async def test_two_requests_in_one_message_are_answered_in_order(
+    service: Service, wechat_api: FakeWeChatAPI, channel: str
+) -> None:
+    customer = await new_customer_on(channel, service, wechat_api)
+    try:
+        reply = "\n".join(texts(await customer.say("查下订单 顺便问下运费")))
+    finally:
+        await customer.close()
+    # WeChat joins a turn's messages into one; the others send them one by one.
+    expected = [
+        response("utter_ask_order_id", "zh"),
+        response("utter_faq/shipping_fee", "zh"),
+        response("utter_ask_order_id_again", "zh"),
+    ]
+    places = [reply.find(text) for text in expected]
+    assert -1 not in places and places == sorted(places), reply
