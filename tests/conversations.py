@@ -240,9 +240,15 @@ class Checker:
         if not asks:
             self.ask_key, self.ask_run = None, 0
             return None
-        key = asks[-1]
-        if key.endswith("_again"):
-            key = self.ask_key or key[: -len("_again")]
+        # "…_again" repeats the question asked last: earlier in this turn (a new
+        # task asked, a side question answered, asked again) or in the turn before.
+        key = self.ask_key
+        for ask in asks:
+            if not ask.endswith("_again"):
+                key = ask
+            elif key is None:
+                key = ask[: -len("_again")]
+        assert key is not None
         self.ask_run = self.ask_run + 1 if key == self.ask_key else 1
         self.ask_key = key
         if self.ask_run > MAX_ASKS:
