@@ -320,9 +320,61 @@ def wechat_status(rasa_url: str) -> str:
     return f"{rasa_url}/webhooks/wechat/webhook ({mode})"
 
 
+@contextmanager
+def database_errors(url: str) -> Iterator[None]:
+    """A database that can't be reached or migrated is a message, not a traceback."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        yield
+    except (SQLAlchemyError, OSError) as error:
+        reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+        raise CliError(f"the shop database {mask_url(url)} can't be used: {reason}") from error
+
+
+def prepare_database(settings: Settings) -> str:
+    """Bring the shop's schema up to date and seed an empty database with the
+    demo data; a line for the summary."""
+    from bot.shop import database, demo
+
+    url = settings.database_url
+    seeded = ""
+    with database_errors(url), database.setup_lock(url):
+        database.upgrade(url)
+        if not database.has_customers(url):
+            with database.session(url) as session:
+                result = demo.seed(session)
+            seeded = f", demo data seeded ({result.customers} customers, {result.orders} orders)"
+    return f"{mask_url(url)} (schema {database.head_revision()}{seeded})"
+
+
+def cmd_seed_demo(args: argparse.Namespace) -> int:
+    from bot.shop import database, demo
+
+    settings = get_settings()
+    url = settings.database_url
+    with database_errors(url), database.setup_lock(url):
+        if args.reset:
+            database.downgrade(url, "base")
+        database.upgrade(url)
+        if database.has_customers(url):
+            raise CliError(
+                f"{mask_url(url)} already has customers; `bot seed-demo --reset` drops every "
+                "shop table (customers, orders, tickets, audit records) and seeds again"
+            )
+        with database.session(url) as session:
+            result = demo.seed(session, extra_customers=args.customers)
+    print(
+        f"seeded {mask_url(url)}: {result.customers} customers, {result.orders} orders, "
+        f"{result.refunds} refunds, {result.tickets} tickets"
+    )
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     settings = get_settings()
     # Everything that can fail fast does, before minutes of training.
+    shop_database = prepare_database(settings)
     redis = plan_redis(settings)
     with redis.guard, redis_url_file(settings, redis.url):
         check_ports(
@@ -354,6 +406,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 ("REST channel", f"POST {rasa_url}{REST_WEBHOOK} (API token required)"),
                 ("API token", f"in {token_source}"),
                 ("tracker store", mask_url(settings.tracker_db_url)),
+                ("shop database", shop_database),
                 ("logs", f"{shown_path(_log_dir(settings))}/"),
             ]
             print("\nJade Mart bot is running (Ctrl-C to stop)")
@@ -497,6 +550,17 @@ def build_parser() -> argparse.ArgumentParser:
     menu.add_argument("--file", default="wechat_menu.yml", help="default: wechat_menu.yml")
     menu.add_argument("--check", action="store_true", help="only check the file, publish nothing")
     menu.set_defaults(func=cmd_wechat_menu)
+
+    seed_cmd = commands.add_parser(
+        "seed-demo", help="fill the shop database with demo customers and orders"
+    )
+    seed_cmd.add_argument(
+        "--reset", action="store_true", help="drop every shop table first (loses all its data)"
+    )
+    seed_cmd.add_argument(
+        "--customers", type=int, default=40, help="random customers besides the named demo ones"
+    )
+    seed_cmd.set_defaults(func=cmd_seed_demo)
 
     push = commands.add_parser(
         "push", help="send a message to a customer now, through their channel"

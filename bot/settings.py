@@ -29,6 +29,8 @@ class Settings:
     redis_url: str | None
     tracker_db_url: str
     api_token: str | None
+    # The shop's data (bot.shop): customers, orders, refunds, tickets, audit.
+    database_url: str = ""
 
     @property
     def action_endpoint_url(self) -> str:
@@ -64,6 +66,7 @@ def get_settings() -> Settings:
         redis_url=os.environ.get("REDIS_URL") or None,
         tracker_db_url=tracker_db_url,
         api_token=os.environ.get("BOT_API_TOKEN") or None,
+        database_url=os.environ.get("DATABASE_URL") or f"sqlite:///{var_dir / 'shop.db'}",
     )
 
 
