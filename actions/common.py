@@ -13,6 +13,11 @@ from rasa_sdk import Tracker
 
 LABELS: Dict[str, Dict[str, str]] = {
     "none_of_these": {"zh": "都不是", "en": "Something else"},
+    # Membership levels (bot.shop.schema.LEVELS), filled into account answers.
+    "level_regular": {"zh": "普通会员", "en": "Regular"},
+    "level_silver": {"zh": "白银会员", "en": "Silver"},
+    "level_gold": {"zh": "黄金会员", "en": "Gold"},
+    "level_platinum": {"zh": "铂金会员", "en": "Platinum"},
 }
 
 

@@ -92,10 +92,18 @@ def start_action_server() -> tuple[subprocess.Popen, str]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
+    from bot.shop import database, demo
+
+    work = Path(tempfile.mkdtemp(prefix="bench-dialogue-"))
+    # A shop database of its own with the demo data (logged-in customers' look-ups).
+    shop_url = f"sqlite:///{work / 'shop.db'}"
+    database.upgrade(shop_url)
+    with database.session(shop_url) as session:
+        demo.seed(session)
     settings = dataclasses.replace(get_settings(), action_port=port)
-    env = {**os.environ, "RASA_TELEMETRY_ENABLED": "false"}
+    env = {**os.environ, "RASA_TELEMETRY_ENABLED": "false", "DATABASE_URL": shop_url}
     spec = action_server_spec(settings, env)
-    log = Path(tempfile.mkdtemp(prefix="bench-dialogue-")) / "actions.log"
+    log = work / "actions.log"
     with log.open("w") as output:
         process = subprocess.Popen(
             spec.argv, cwd=ROOT, env={**env, **spec.env}, stdout=output,

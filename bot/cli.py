@@ -165,6 +165,8 @@ def child_env(settings: Settings, redis_url: str) -> dict[str, str]:
     return {
         "REDIS_URL": redis_url,
         "TRACKER_DATABASE_URL": settings.tracker_db_url,
+        # The shop's database, as prepare_database() left it (the actions use it).
+        "DATABASE_URL": settings.database_url,
         "ACTION_ENDPOINT_URL": settings.action_endpoint_url,
         "RASA_TELEMETRY_ENABLED": "false",
         # Logs reach var/log/ as they happen, not when a buffer fills.

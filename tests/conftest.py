@@ -88,8 +88,21 @@ def model() -> Path:
 
 
 @pytest.fixture(scope="session")
-def action_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The project's action server (rasa_sdk, actions/) as `bot run` starts it; its URL."""
+def shop_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A shop database of its own (SQLite) with the demo data, as `bot run` leaves it."""
+    from bot.shop import database, demo
+
+    url = f"sqlite:///{tmp_path_factory.mktemp('shop') / 'shop.db'}"
+    database.upgrade(url)
+    with database.session(url) as session:
+        demo.seed(session)
+    return url
+
+
+@pytest.fixture(scope="session")
+def action_server(tmp_path_factory: pytest.TempPathFactory, shop_url: str) -> Iterator[str]:
+    """The project's action server (rasa_sdk, actions/) as `bot run` starts it, on
+    the session's shop database; its URL."""
     import dataclasses
 
     from bot.cli import action_server_spec
@@ -98,7 +111,7 @@ def action_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     log = tmp_path_factory.mktemp("actions") / "actions.out"
     settings = dataclasses.replace(get_settings(), action_port=port)
-    spec = action_server_spec(settings, base_env())
+    spec = action_server_spec(settings, base_env(DATABASE_URL=shop_url))
     assert spec.ready is not None
     process = subprocess.Popen(
         spec.argv,

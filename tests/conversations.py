@@ -40,6 +40,20 @@ CUSTOMER = {
     "channel": "web",
     "identity": {"channel": "web", "subject": "v-fuzz", "verified_by": "visitor_token"},
 }
+# Customers whose identity is bound to a demo account (bot.shop.demo): their
+# account look-ups answer with figures from the database.
+VERIFIED = [
+    {
+        "channel": "web",
+        "identity": {"channel": "web", "subject": "demo-zh", "verified_by": "host_hmac",
+                     "customer": True},
+    },
+    {
+        "channel": "app",
+        "identity": {"channel": "app", "subject": "app-demo-en", "verified_by": "jwt",
+                     "customer": True},
+    },
+]
 TYPED_PAYLOADS = [
     "/restart",
     "\u3000/restart",
@@ -268,6 +282,8 @@ async def run_conversation(
 
     rng = random.Random(seed)
     sender = f"fuzz-{uuid.uuid4().hex[:12]}"
+    # One customer in three is logged in to a demo account.
+    who = rng.choice([CUSTOMER, CUSTOMER, CUSTOMER, CUSTOMER, *VERIFIED])
     checker = Checker()
     outcome = Outcome(steps)
     last_buttons: List[Dict[str, str]] = []
@@ -275,7 +291,7 @@ async def run_conversation(
     for step in steps:
         text = step.resolve(last_buttons, rng)
         output = CollectingOutputChannel()
-        metadata = dict(CUSTOMER) if step.customer else None
+        metadata = dict(who) if step.customer else None
         before = seen
         await agent.handle_message(UserMessage(text, output, sender, metadata=metadata))
         tracker = await agent.tracker_store.retrieve(sender)
@@ -433,10 +449,16 @@ async def fuzz(
 class Chat:
     """One customer talking to the in-process dialogue, turn by turn (for tests)."""
 
-    def __init__(self, agent: Any, customer: bool = True) -> None:
+    def __init__(
+        self, agent: Any, customer: bool = True, identity: Dict[str, Any] | None = None
+    ) -> None:
+        """`identity`: the channel identity the messages carry (default: an
+        anonymous web visitor); `customer=False`: a trusted caller's messages."""
         self.agent = agent
         self.sender = f"chat-{uuid.uuid4().hex[:12]}"
         self.metadata = dict(CUSTOMER) if customer else None
+        if identity is not None:
+            self.metadata = {"channel": identity["channel"], "identity": identity}
         self._seen = 0
 
     def say(self, text: str, parse_data: Dict[str, Any] | None = None) -> List[Dict[str, Any]]:

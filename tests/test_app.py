@@ -321,3 +321,30 @@ async def test_too_fast_gets_429_with_retry_after(service: Service) -> None:
     accepted = {a.json()["message_id"] for a in answers if a.status_code == 200}
     # Only the accepted ones reached the bot.
     assert {e["message_id"] for e in user_events(service.url, customer)} == accepted
+
+
+async def test_a_logged_in_demo_customer_sees_their_own_balance(service: Service) -> None:
+    """The app's JWT subject is bound to a demo account (bot run seeded it)."""
+    from actions.shop import money
+    from bot.shop import database
+    from bot.shop.schema import Customer, Identity
+
+    url = f"sqlite:///{service.var_dir / 'shop.db'}"
+    with database.session(url) as session:
+        bound = session.query(Identity).filter_by(channel="app", subject="app-demo-en").one()
+        balance = money(session.get(Customer, bound.customer_id).wallet_cents)
+    socket = await AppSocket.open(service.url, app_token("app-demo-en"))
+    try:
+        answer = await say(service.url, "app-demo-en", "what's my wallet balance")
+        frames = await socket.messages(answer["replies"])
+        assert texts(frames) == f"Your Jade Wallet balance is {balance}."
+    finally:
+        await socket.close()
+    stranger = new_customer()
+    socket = await AppSocket.open(service.url, app_token(stranger))
+    try:
+        answer = await say(service.url, stranger, "what's my wallet balance")
+        frames = await socket.messages(answer["replies"])
+        assert "¥" not in texts(frames) and "log in" in texts(frames)
+    finally:
+        await socket.close()

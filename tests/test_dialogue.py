@@ -69,8 +69,8 @@ def test_the_order_number_carries_over_to_the_next_task(chat: Chat) -> None:
     [
         ("我要取消订单", "转人工", ["utter_handoff_unavailable"]),
         ("cancel my order", "can I talk to a real person", ["utter_handoff_unavailable"]),
-        ("我的订单到哪了", "我的钱包余额是多少", ["utter_balance_unavailable"]),
-        ("where's my parcel", "how many points do I have", ["utter_points_unavailable"]),
+        ("我的订单到哪了", "我的钱包余额是多少", ["utter_account_not_verified"]),
+        ("where's my parcel", "how many points do I have", ["utter_account_not_verified"]),
         ("我要退款", "你们的快递员态度太差了 我要投诉", ["utter_complain"]),
         ("track my order please", "I forgot my password", ["utter_reset_password"]),
     ],
@@ -306,7 +306,7 @@ def test_several_requests_in_one_message_are_answered_in_order(chat: Chat) -> No
         ),
         (
             "how much is shipping? also what's my wallet balance",
-            ["utter_faq/shipping_fee", "utter_balance_unavailable"],
+            ["utter_faq/shipping_fee", "utter_account_not_verified"],
             "en",
         ),
         (

@@ -26,7 +26,20 @@ SEED = int(os.environ.get("FUZZ_SEED", "20261128"))
 CONVERSATIONS = int(os.environ.get("FUZZ_CONVERSATIONS", "350"))
 
 
-def test_random_conversations_keep_the_invariant(dialogue_agent: Any) -> None:
+def verified_lookups(shop_url: str) -> int:
+    from sqlalchemy import func, select
+
+    from bot.shop import database
+    from bot.shop.schema import AuditRecord
+
+    with database.session(shop_url) as session:
+        return session.scalar(
+            select(func.count(AuditRecord.id)).where(AuditRecord.customer_id.is_not(None))
+        )
+
+
+def test_random_conversations_keep_the_invariant(dialogue_agent: Any, shop_url: str) -> None:
+    lookups_before = verified_lookups(shop_url)
     started = time.monotonic()
     result = asyncio.run(fuzz(dialogue_agent, SEED, CONVERSATIONS))
     seconds = time.monotonic() - started
@@ -43,3 +56,5 @@ def test_random_conversations_keep_the_invariant(dialogue_agent: Any) -> None:
         "payload", "two_requests", "long", "gibberish",
     }
     assert kinds <= set(result.by_kind)
+    # Logged-in customers' account look-ups ran against the database.
+    assert verified_lookups(shop_url) > lookups_before

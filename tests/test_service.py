@@ -87,8 +87,12 @@ def test_out_of_scope_answer_says_what_the_bot_can_do(service: Service) -> None:
     assert messages[0]["buttons"]
 
 
-def test_placeholders_are_honest(service: Service) -> None:
-    assert "还不能为您查询钱包余额" in service.texts(sender(), "我钱包里还有多少钱")
+def test_account_look_ups_need_a_verified_customer_and_placeholders_are_honest(
+    service: Service,
+) -> None:
+    # The REST caller's messages carry no channel identity: no account is named.
+    answer = service.texts(sender(), "我钱包里还有多少钱")
+    assert "确认您的身份" in answer and "¥" not in answer
     answer = service.texts(sender(), "I want to talk to a real person")
     assert "isn't connected to human agents yet" in answer
 

@@ -87,6 +87,11 @@ class DialoguePolicy(RulePolicy):
             "switch_action": "action_switch_task",
             "next_request_action": "action_next_request",
             "trouble_action": "utter_technical_trouble",
+            # Custom actions that always answer and always return an event (e.g.
+            # a slot): one that returned nothing failed (the action server is
+            # down), and in `rasa test`, where actions don't run, the event in
+            # the story stands for their answer.
+            "speaking_actions": [],
         }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -117,7 +122,7 @@ class DialoguePolicy(RulePolicy):
         if turn.user is None:
             return None
         if self._action_failed(turn, domain):
-            # A form or a task switch always returns events; none means the call
+            # A form, a task switch or a speaking action always returns events; none means the call
             # failed (action server unreachable) and its work is lost. Say so rather
             # than go on as if it had worked (e.g. "order None").
             return self._decide(domain, self.config["trouble_action"])
@@ -184,14 +189,19 @@ class DialoguePolicy(RulePolicy):
         )
 
     def _action_failed(self, turn: Turn, domain: Domain) -> bool:
-        """Whether the latest action was a form or a task switch that returned nothing."""
+        """Whether the latest action was a form, a task switch or a speaking action
+        that returned nothing."""
         last = max(
             (i for i, e in enumerate(turn.since) if isinstance(e, ActionExecuted)), default=None
         )
         if last is None or last != len(turn.since) - 1:
             return False
         name = turn.since[last].action_name  # type: ignore[attr-defined]
-        return name in domain.form_names or name == self.config["switch_action"]
+        return (
+            name in domain.form_names
+            or name == self.config["switch_action"]
+            or name in self.config["speaking_actions"]
+        )
 
     @staticmethod
     def _asks_for_something_else(turn: Turn) -> bool:
@@ -213,7 +223,7 @@ class DialoguePolicy(RulePolicy):
         no_rule = best == self._fallback_action_name and prediction.max_confidence < 1.0
         if best != ACTION_LISTEN_NAME and not no_rule:
             return prediction
-        if turn.spoke(domain.form_names):
+        if turn.spoke([*domain.form_names, *self.config["speaking_actions"]]):
             if turn.pending_requests() and not tracker.is_active_loop_rejected:
                 return self._decide(domain, self.config["next_request_action"])
             if no_rule:

@@ -86,8 +86,9 @@ class Turn:
         """Whether the bot has said something since the message.
 
         A bot message is the evidence at run time. `rasa test` replays stories
-        without running actions, so there a response action (utter_…) or a form
-        (which asks its question) counts as having spoken.
+        without running actions, so there a response action (utter_…) or one of
+        `forms` (forms ask their question; speaking custom actions answer)
+        counts as having spoken.
         """
         return any(
             isinstance(e, BotUttered)

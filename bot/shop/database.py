@@ -31,6 +31,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 def create(url: str, **options: Any) -> Engine:
     """A new engine for `url` (SQLite files get their directory created)."""
+    if url.startswith("postgres://"):  # Heroku-style; SQLAlchemy 1.4 wants postgresql
+        url = "postgresql://" + url[len("postgres://"):]
     if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
         Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, future=True, pool_pre_ping=True, **options)

@@ -1,0 +1,102 @@
+"""Account look-ups for verified customers: wallet balance, points, account details.
+
+Each answer is a domain.yml response filled with the customer's figures; every
+look-up (and every refused one) leaves an audit record. A customer whose
+channel identity isn't bound to an account is told how to verify, and nothing
+about any account. A database that fails gets an apology and the offer of a
+person, never silence.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Dict, List, Tuple
+
+from rasa_sdk import Action, Tracker
+from rasa_sdk.events import SlotSet
+from rasa_sdk.executor import CollectingDispatcher
+from sqlalchemy.exc import SQLAlchemyError
+
+from actions.common import label, language
+from actions.shop import (
+    audit,
+    identity_of,
+    in_thread,
+    mask_email,
+    mask_phone,
+    money,
+    shop_session,
+    verified_customer,
+)
+from bot.shop.schema import Customer
+
+logger = logging.getLogger(__name__)
+Answer = Tuple[str, Dict[str, Any]]  # (response name, its parameters)
+VERIFIED_SLOT = "customer_verified"
+
+
+class AccountLookup(Action):
+    """Find the verified customer, audit the access, answer with one response."""
+
+    topic = ""
+
+    def name(self) -> str:
+        return f"action_{self.topic}"
+
+    def answer(self, customer: Customer, lang: str) -> Answer:
+        raise NotImplementedError
+
+    def look_up(self, tracker: Tracker) -> Answer:
+        identity = identity_of(tracker)
+        lang = language(tracker)
+        with shop_session() as session:
+            customer = verified_customer(session, identity)
+            if customer is None:
+                audit(session, identity, f"{self.topic}_refused_unverified")
+                return "utter_account_not_verified", {}
+            audit(session, identity, self.topic, customer)
+            return self.answer(customer, lang)
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: Dict[str, Any]
+    ) -> List[Dict[str, Any]]:
+        try:
+            response, parameters = await in_thread(lambda: self.look_up(tracker))
+        except SQLAlchemyError:
+            logger.exception("%s: the shop database failed", self.name())
+            dispatcher.utter_message(response="utter_account_lookup_failed")
+            return []
+        # Sent only after the audit record is committed.
+        dispatcher.utter_message(response=response, **parameters)
+        # Always an event: the dialogue tells a failed call by its having none.
+        return [SlotSet(VERIFIED_SLOT, response != "utter_account_not_verified")]
+
+
+class ActionCheckBalance(AccountLookup):
+    topic = "check_balance"
+
+    def answer(self, customer: Customer, lang: str) -> Answer:
+        return "utter_balance", {"balance": money(customer.wallet_cents)}
+
+
+class ActionCheckPoints(AccountLookup):
+    topic = "check_points"
+
+    def answer(self, customer: Customer, lang: str) -> Answer:
+        return "utter_points", {
+            "points": f"{customer.points:,}", "level": label(f"level_{customer.level}", lang)
+        }
+
+
+class ActionAccountInfo(AccountLookup):
+    topic = "account_info"
+
+    def answer(self, customer: Customer, lang: str) -> Answer:
+        since: str | None = customer.created_at.strftime("%Y-%m-%d")
+        return "utter_account_info", {
+            "name": customer.name,
+            "level": label(f"level_{customer.level}", lang),
+            "phone": mask_phone(customer.phone),
+            "email": mask_email(customer.email),
+            "since": since,
+        }

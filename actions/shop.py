@@ -1,0 +1,95 @@
+"""The shop's database as the actions see it: who the customer is, and the
+audit trail.
+
+Who the customer is comes only from the identity the channel put into the
+message's metadata (a signed WeChat OpenID, the host site's verified user id,
+the app's JWT subject), looked up among the identities bound to an account.
+Never from slots or entities: those are what a customer types.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import contextmanager
+from typing import Any, Callable, Dict, Iterator, Tuple, TypeVar
+
+from rasa_sdk import Tracker
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from bot.settings import get_settings
+from bot.shop import database
+from bot.shop.schema import AuditRecord, Customer, Identity
+
+T = TypeVar("T")
+ChannelIdentity = Tuple[str, str]  # (channel, subject)
+
+
+def identity_of(tracker: Tracker) -> ChannelIdentity | None:
+    """The channel identity of the customer's latest message, if a channel vouched for one."""
+    for event in reversed(tracker.events):
+        if event.get("event") != "user":
+            continue
+        found = (event.get("metadata") or {}).get("identity") or {}
+        channel, subject = found.get("channel"), found.get("subject")
+        if isinstance(channel, str) and isinstance(subject, str) and channel and subject:
+            return channel, subject
+        return None
+    return None
+
+
+def verified_customer(session: Session, identity: ChannelIdentity | None) -> Customer | None:
+    """The account this channel identity is bound to, or None."""
+    if identity is None:
+        return None
+    channel, subject = identity
+    bound = session.scalars(
+        select(Identity).where(Identity.channel == channel, Identity.subject == subject)
+    ).first()
+    return bound.customer if bound else None
+
+
+def audit(
+    session: Session,
+    identity: ChannelIdentity | None,
+    action: str,
+    customer: Customer | None = None,
+    target: str | None = None,
+    detail: Dict[str, Any] | None = None,
+) -> None:
+    channel, subject = identity or (None, None)
+    session.add(AuditRecord(
+        actor="customer", channel=channel, subject=subject,
+        customer_id=customer.id if customer else None, action=action, target=target,
+        detail=detail,
+    ))
+
+
+@contextmanager
+def shop_session() -> Iterator[Session]:
+    with database.session(get_settings().database_url) as session:
+        yield session
+
+
+async def in_thread(work: Callable[[], T]) -> T:
+    """Database work off the action server's event loop."""
+    return await asyncio.to_thread(work)
+
+
+def mask_phone(phone: str) -> str:
+    """138****5678: enough for the owner to recognise, useless to anyone else."""
+    digits = phone[-11:] if len(phone) >= 11 else phone
+    if len(digits) < 7:
+        return "*" * len(digits)
+    return f"{digits[:3]}{'*' * (len(digits) - 7)}{digits[-4:]}"
+
+
+def mask_email(email: str | None) -> str:
+    if not email or "@" not in email:
+        return "-"
+    name, domain = email.split("@", 1)
+    return f"{name[:1]}***@{domain}"
+
+
+def money(cents: int) -> str:
+    return f"¥{cents / 100:,.2f}"
