@@ -16,6 +16,7 @@ from rasa_sdk import Action, Tracker
 from rasa_sdk.events import SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from actions.common import label, language
 from actions.shop import (
@@ -39,12 +40,23 @@ class AccountLookup(Action):
     """Find the verified customer, audit the access, answer with one response."""
 
     topic = ""
+    not_verified_response = "utter_account_not_verified"
 
     def name(self) -> str:
         return f"action_{self.topic}"
 
     def answer(self, customer: Customer, lang: str) -> Answer:
         raise NotImplementedError
+
+    def answer_in(
+        self, session: Session, customer: Customer, tracker: Tracker, lang: str
+    ) -> Answer:
+        """The answer, with the session and tracker at hand (audits the access)."""
+        audit(session, identity_of(tracker), self.topic, customer)
+        return self.answer(customer, lang)
+
+    def not_verified(self, tracker: Tracker) -> Answer:
+        return self.not_verified_response, {}
 
     def look_up(self, tracker: Tracker) -> Answer:
         identity = identity_of(tracker)
@@ -53,9 +65,8 @@ class AccountLookup(Action):
             customer = verified_customer(session, identity)
             if customer is None:
                 audit(session, identity, f"{self.topic}_refused_unverified")
-                return "utter_account_not_verified", {}
-            audit(session, identity, self.topic, customer)
-            return self.answer(customer, lang)
+                return self.not_verified(tracker)
+            return self.answer_in(session, customer, tracker, lang)
 
     async def run(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: Dict[str, Any]
@@ -69,7 +80,7 @@ class AccountLookup(Action):
         # Sent only after the audit record is committed.
         dispatcher.utter_message(response=response, **parameters)
         # Always an event: the dialogue tells a failed call by its having none.
-        return [SlotSet(VERIFIED_SLOT, response != "utter_account_not_verified")]
+        return [SlotSet(VERIFIED_SLOT, response != self.not_verified_response)]
 
 
 class ActionCheckBalance(AccountLookup):

@@ -9,13 +9,22 @@ of its own.
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any, Dict, List
 
 from rasa_sdk import Action, FormValidationAction, Tracker
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
+from actions.accounts import AccountLookup, Answer
+from actions.common import language
+from actions.shop import audit, identity_of, in_thread, shop_session, verified_customer
+from bot.shop.schema import Customer, Order
+
+logger = logging.getLogger(__name__)
 _ORDER_ID = re.compile(r"(?:JM)?(\d{12})", re.IGNORECASE)
 # The question for each order_request ("Which order would you like to cancel?").
 ASK_ORDER_ID = {
@@ -65,5 +74,88 @@ class ActionAskOrderId(Action):
             dispatcher.utter_message(response="utter_ask_order_id_again")
             return []
         request = tracker.get_slot("order_request")
-        dispatcher.utter_message(response=ASK_ORDER_ID.get(request, "utter_ask_order_id"))
+        buttons = await recent_order_buttons(tracker)
+        dispatcher.utter_message(
+            response=ASK_ORDER_ID.get(request, "utter_ask_order_id"), buttons=buttons
+        )
         return []
+
+
+RECENT_ORDERS = 5
+
+
+async def recent_order_buttons(tracker: Tracker) -> List[Dict[str, str]]:
+    """A verified customer's recent orders as buttons (none for anyone else, or
+    when the database can't be read: the question alone still works)."""
+    lang = language(tracker)
+
+    def look_up() -> List[Dict[str, str]]:
+        with shop_session() as session:
+            customer = verified_customer(session, identity_of(tracker))
+            if customer is None:
+                return []
+            buttons = []
+            for order in customer.orders[:RECENT_ORDERS]:
+                item = order.items[0].name_zh if lang == "zh" else order.items[0].name_en
+                buttons.append({
+                    "title": f"{order.id} · {item}",
+                    "payload": f'/inform{{"order_id": "{order.id}"}}',
+                })
+            return buttons
+
+    try:
+        return await in_thread(look_up)
+    except SQLAlchemyError:
+        logger.exception("recent orders: the shop database failed")
+        return []
+
+
+# One response per shipping state (bot.shop.schema.ORDER_STATES).
+STATUS_RESPONSES = {
+    "pending_payment": "utter_order_status_pending_payment",
+    "paid": "utter_order_status_paid",
+    "dispatched": "utter_order_status_dispatched",
+    "in_transit": "utter_order_status_in_transit",
+    "delivered": "utter_order_status_delivered",
+    "cancelled": "utter_order_status_cancelled",
+    "refunded": "utter_order_status_refunded",
+}
+
+
+class ActionOrderStatus(AccountLookup):
+    """Where the verified customer's order is. An order number that isn't theirs
+    gets the same answer as one that doesn't exist: nothing is revealed."""
+
+    topic = "order_status"
+    not_verified_response = "utter_order_not_verified"
+
+    def not_verified(self, tracker: Tracker) -> Answer:
+        return self.not_verified_response, {"order_id": tracker.get_slot("order_id")}
+
+    def answer_in(
+        self, session: Session, customer: Customer, tracker: Tracker, lang: str
+    ) -> Answer:
+        order_id = normalize_order_id(tracker.get_slot("order_id")) or ""
+        order = session.get(Order, order_id) if order_id else None
+        identity = identity_of(tracker)
+        if order is None or order.customer_id != customer.id:
+            audit(session, identity, "order_status_not_found", customer, target=order_id[:14])
+            return "utter_order_not_found", {"order_id": order_id or "-"}
+        audit(session, identity, self.topic, customer, target=order.id)
+        return STATUS_RESPONSES[order.status], order_facts(order, lang)
+
+
+def order_facts(order: Order, lang: str) -> Dict[str, Any]:
+    """What the order-status responses fill in."""
+    first = order.items[0]
+    name = first.name_zh if lang == "zh" else first.name_en
+    count = sum(item.quantity for item in order.items)
+    return {
+        "order_id": order.id,
+        "item": name,
+        "count": str(count),
+        "carrier": order.carrier or "-",
+        "tracking_number": order.tracking_number or "-",
+        "date": (order.delivered_at or order.dispatched_at or order.cancelled_at
+                 or order.created_at).strftime("%Y-%m-%d"),
+    }

@@ -288,7 +288,7 @@ def test_several_requests_in_one_message_are_answered_in_order(chat: Chat) -> No
     assert [line["text"] for line in lines if line["sender"] == "customer"] == [text]
     # The order number then answers the order question.
     answered = chat.say(ORDER)
-    assert [m["utter_action"] for m in answered] == ["utter_order_status_unavailable"]
+    assert [m["utter_action"] for m in answered] == ["utter_order_not_verified"]
 
 
 @pytest.mark.parametrize(

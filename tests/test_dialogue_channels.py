@@ -209,7 +209,7 @@ def test_a_refund_inside_the_order_form_is_asked_at_once_and_answered(
     again = said(status)
     assert again in (
         [response("utter_ask_order_id", language)],
-        [response("utter_order_status_unavailable", language, order_id=ORDER)],
+        [response("utter_order_not_verified", language, order_id=ORDER)],
     ), again
 
 
@@ -236,7 +236,7 @@ def test_english_inside_a_chinese_form_is_answered_in_english(service: Service) 
     assert said("我的订单到哪了") == [response("utter_ask_order_id", "zh")]
     switched = said("sorry, English please. where is my parcel")
     assert switched and {detect_language(t) for t in switched} == {"en"}, switched
-    assert said(ORDER) == [response("utter_order_status_unavailable", "en", order_id=ORDER)]
+    assert said(ORDER) == [response("utter_order_not_verified", "en", order_id=ORDER)]
 
 
 @pytest.mark.parametrize(
