@@ -350,6 +350,24 @@ def prepare_database(settings: Settings) -> str:
     return f"{mask_url(url)} (schema {database.head_revision()}{seeded})"
 
 
+def business_hours_line(settings: Settings) -> str:
+    """Check business_hours.yml now (a bad file stops the start); a summary line."""
+    import datetime as dt
+
+    from bot.hours import BadBusinessHours, load
+
+    try:
+        hours = load(settings.root)
+    except BadBusinessHours as error:
+        raise CliError(str(error)) from None
+    now = dt.datetime.now(dt.timezone.utc)
+    if hours.is_open(now):
+        closes = hours.closes_at(now)
+        return f"{hours.timezone.key}, open now (until {closes:%H:%M})" if closes else "open"
+    opens = hours.next_opening(now)
+    return f"{hours.timezone.key}, closed now" + (f" (opens {opens:%a %H:%M})" if opens else "")
+
+
 def cmd_seed_demo(args: argparse.Namespace) -> int:
     from bot.shop import database, demo
 
@@ -377,6 +395,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = get_settings()
     # Everything that can fail fast does, before minutes of training.
     shop_database = prepare_database(settings)
+    hours = business_hours_line(settings)
     redis = plan_redis(settings)
     with redis.guard, redis_url_file(settings, redis.url):
         check_ports(
@@ -409,6 +428,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 ("API token", f"in {token_source}"),
                 ("tracker store", mask_url(settings.tracker_db_url)),
                 ("shop database", shop_database),
+                ("business hours", f"{hours} (business_hours.yml)"),
                 ("logs", f"{shown_path(_log_dir(settings))}/"),
             ]
             print("\nJade Mart bot is running (Ctrl-C to stop)")
