@@ -73,8 +73,8 @@ class AccountLookup(Action):
     ) -> List[Dict[str, Any]]:
         try:
             response, parameters = await in_thread(lambda: self.look_up(tracker))
-        except SQLAlchemyError:
-            logger.exception("%s: the shop database failed", self.name())
+        except (SQLAlchemyError, OSError):
+            logger.exception("%s: the shop database (or the SMS sender) failed", self.name())
             dispatcher.utter_message(response="utter_account_lookup_failed")
             return []
         # Sent only after the audit record is committed.
@@ -110,4 +110,41 @@ class ActionAccountInfo(AccountLookup):
             "phone": mask_phone(customer.phone),
             "email": mask_email(customer.email),
             "since": since,
+        }
+
+
+RESET_CODE_MINUTES = 5
+
+
+class ActionResetPassword(AccountLookup):
+    """A verified customer gets a reset code on the account's phone, never in the chat;
+    anyone else gets the self-service steps (utter_reset_password)."""
+
+    topic = "reset_password"
+    not_verified_response = "utter_reset_password"
+
+    def answer_in(
+        self, session: Session, customer: Customer, tracker: Tracker, lang: str
+    ) -> Answer:
+        import datetime as dt
+
+        from bot.settings import get_settings
+        from bot.shop.notify import TEXTS, code_hash, new_code, sender
+        from bot.shop.schema import VerificationCode
+
+        code = new_code()
+        subject = str(customer.id)
+        now = dt.datetime.now(dt.timezone.utc)
+        session.add(VerificationCode(
+            channel="password_reset", subject=subject, customer_id=customer.id,
+            code_hash=code_hash(code, f"password_reset:{subject}"), created_at=now,
+            expires_at=now + dt.timedelta(minutes=RESET_CODE_MINUTES),
+        ))
+        audit(session, identity_of(tracker), self.topic, customer,
+              detail={"sent_to": mask_phone(customer.phone)})
+        session.flush()  # the code is stored before it is sent
+        text = TEXTS["password_reset"][lang].format(code=code, minutes=RESET_CODE_MINUTES)
+        sender(get_settings()).send(customer.phone, text)
+        return "utter_reset_code_sent", {
+            "phone": mask_phone(customer.phone), "minutes": str(RESET_CODE_MINUTES)
         }

@@ -391,6 +391,19 @@ def cmd_seed_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_codes(args: argparse.Namespace) -> int:
+    """The latest one-time codes the development SMS sender 'sent'."""
+    from bot.shop.notify import LogSender
+
+    log = LogSender(get_settings().var_dir / "log" / "sms.log")
+    sent = log.recent(args.count)
+    if not sent:
+        print(f"no messages in {shown_path(log.path)} (SMS_SENDER=log writes them there)")
+    for message in sent:
+        print(f"{message['at']}  to {message['to']}: {message['text']}")
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     settings = get_settings()
     # Everything that can fail fast does, before minutes of training.
@@ -583,6 +596,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--customers", type=int, default=40, help="random customers besides the named demo ones"
     )
     seed_cmd.set_defaults(func=cmd_seed_demo)
+
+    codes = commands.add_parser(
+        "codes", help="show the one-time codes sent by SMS (development sender)"
+    )
+    codes.add_argument("--count", type=int, default=20, help="how many, newest last")
+    codes.set_defaults(func=cmd_codes)
 
     push = commands.add_parser(
         "push", help="send a message to a customer now, through their channel"

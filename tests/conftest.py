@@ -100,7 +100,15 @@ def shop_url(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture(scope="session")
-def action_server(tmp_path_factory: pytest.TempPathFactory, shop_url: str) -> Iterator[str]:
+def action_var_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The action server's var dir (its development SMS log is in log/sms.log)."""
+    return tmp_path_factory.mktemp("actions-var")
+
+
+@pytest.fixture(scope="session")
+def action_server(
+    tmp_path_factory: pytest.TempPathFactory, shop_url: str, action_var_dir: Path
+) -> Iterator[str]:
     """The project's action server (rasa_sdk, actions/) as `bot run` starts it, on
     the session's shop database; its URL."""
     import dataclasses
@@ -111,7 +119,9 @@ def action_server(tmp_path_factory: pytest.TempPathFactory, shop_url: str) -> It
     port = free_port()
     log = tmp_path_factory.mktemp("actions") / "actions.out"
     settings = dataclasses.replace(get_settings(), action_port=port)
-    spec = action_server_spec(settings, base_env(DATABASE_URL=shop_url))
+    spec = action_server_spec(
+        settings, base_env(DATABASE_URL=shop_url, BOT_VAR_DIR=str(action_var_dir))
+    )
     assert spec.ready is not None
     process = subprocess.Popen(
         spec.argv,

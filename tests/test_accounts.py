@@ -152,3 +152,39 @@ def test_a_failing_database_gets_an_apology_and_a_way_forward(
     assert message_language(texts(reply)) == language
     assert [b["payload"] for b in reply[0]["buttons"]] == ["/human_handoff", "/leave_message"]
     assert "Traceback" not in texts(reply) and "postgresql" not in texts(reply)
+
+
+def test_a_verified_customer_gets_a_reset_code_on_their_phone_never_in_the_chat(
+    dialogue_agent: Any, shop_url: str, action_var_dir: Path
+) -> None:
+    import json
+
+    from bot.shop.notify import code_matches
+    from bot.shop.schema import VerificationCode
+
+    me = customer_for(shop_url, "web", "demo-zh")
+    reply = Chat(dialogue_agent, identity=DEMO_ZH).say("忘记密码了怎么办")
+    assert [m["utter_action"] for m in reply] == ["utter_reset_code_sent"]
+    assert mask_phone(me.phone) in texts(reply) and me.phone not in texts(reply)
+    sms = json.loads((action_var_dir / "log" / "sms.log").read_text().splitlines()[-1])
+    assert sms["to"] == me.phone
+    code = re.search(r"\b(\d{6})\b", sms["text"]).group(1)
+    assert code not in texts(reply)  # the code never appears in the chat
+    assert oct((action_var_dir / "log" / "sms.log").stat().st_mode & 0o777) == "0o600"
+    with database.session(shop_url) as session:
+        stored = session.scalars(
+            select(VerificationCode).where(VerificationCode.customer_id == me.id)
+            .order_by(VerificationCode.id.desc())
+        ).first()
+        assert stored.code_hash != code  # hashed
+        assert code_matches(code, f"password_reset:{me.id}", stored.code_hash)
+        assert not code_matches("000000" if code != "000000" else "111111",
+                                f"password_reset:{me.id}", stored.code_hash)
+        minutes = (stored.expires_at - stored.created_at).total_seconds() / 60
+        assert minutes == 5
+    assert audit_trail(shop_url, "demo-zh")[-1] == ("reset_password", me.id)
+
+
+def test_anyone_else_gets_the_self_service_steps(dialogue_agent: Any) -> None:
+    reply = Chat(dialogue_agent).say("I forgot my password")
+    assert [m["utter_action"] for m in reply] == ["utter_reset_password"]

@@ -214,3 +214,12 @@ def test_scaled_instances_share_one_shop_database(scaled) -> None:  # noqa: ANN0
         ).one()
     logs = [svc.log.read_text() for svc in scaled]
     assert all("shop database" in log for log in logs)
+
+
+def test_bot_codes_shows_what_the_development_sender_sent(tmp_path: Path) -> None:
+    from bot.shop.notify import LogSender
+
+    assert "no messages" in _bot(tmp_path, "codes").stdout
+    LogSender(tmp_path / "log" / "sms.log").send("13800001234", "您的验证码是 123456")
+    shown = _bot(tmp_path, "codes")
+    assert shown.returncode == 0 and "to 13800001234: 您的验证码是 123456" in shown.stdout
