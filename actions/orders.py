@@ -21,7 +21,14 @@ from sqlalchemy.orm import Session
 
 from actions.accounts import AccountLookup, Answer
 from actions.common import language
-from actions.shop import audit, identity_of, in_thread, shop_session, verified_customer
+from actions.shop import (
+    audit,
+    identity_of,
+    in_thread,
+    money,
+    shop_session,
+    verified_customer,
+)
 from bot.shop.schema import Customer, Order
 
 logger = logging.getLogger(__name__)
@@ -159,3 +166,37 @@ def order_facts(order: Order, lang: str) -> Dict[str, Any]:
         "date": (order.delivered_at or order.dispatched_at or order.cancelled_at
                  or order.created_at).strftime("%Y-%m-%d"),
     }
+
+
+REFUND_RESPONSES = {
+    "requested": "utter_refund_status_requested",
+    "approved": "utter_refund_status_approved",
+    "paid": "utter_refund_status_paid",
+    "rejected": "utter_refund_status_rejected",
+}
+
+
+class ActionRefundStatus(ActionOrderStatus):
+    """Where the refund on a verified customer's order is (the latest one)."""
+
+    topic = "refund_status"
+
+    def answer_in(
+        self, session: Session, customer: Customer, tracker: Tracker, lang: str
+    ) -> Answer:
+        order_id = normalize_order_id(tracker.get_slot("order_id")) or ""
+        order = session.get(Order, order_id) if order_id else None
+        identity = identity_of(tracker)
+        if order is None or order.customer_id != customer.id:
+            audit(session, identity, "refund_status_not_found", customer, target=order_id[:14])
+            return "utter_order_not_found", {"order_id": order_id or "-"}
+        audit(session, identity, self.topic, customer, target=order.id)
+        if not order.refunds:
+            return "utter_refund_status_none", {"order_id": order.id}
+        refund = max(order.refunds, key=lambda r: r.created_at)
+        return REFUND_RESPONSES[refund.status], {
+            "order_id": order.id,
+            "refund_id": refund.id,
+            "amount": money(refund.amount_cents),
+            "date": refund.updated_at.strftime("%Y-%m-%d"),
+        }

@@ -93,3 +93,35 @@ def test_a_verified_customer_picks_from_their_recent_orders(
     # Nobody else gets anyone's orders as buttons.
     (anonymous,) = Chat(dialogue_agent).say("where is my order")
     assert not anonymous.get("buttons")
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        ("refunded", "utter_refund_status_paid"),
+        ("delivered", "utter_refund_status_requested"),
+        ("paid", "utter_refund_status_none"),
+    ],
+)
+def test_refund_status_of_a_verified_customers_order(
+    dialogue_agent: Any, shop_url: str, status: str, expected: str
+) -> None:
+    order = orders_of(shop_url, "app", "app-demo-en")[status]
+    chat = Chat(dialogue_agent, identity=DEMO_EN)
+    assert [m["utter_action"] for m in chat.say("where is my refund")] == [
+        "utter_ask_order_id_refund_status"
+    ]
+    answer = chat.say(order.id)
+    assert [m["utter_action"] for m in answer] == [expected]
+    assert order.id in texts(answer) and message_language(texts(answer)) == "en"
+
+
+def test_refund_status_of_someone_elses_order_reveals_nothing(
+    dialogue_agent: Any, shop_url: str
+) -> None:
+    theirs = orders_of(shop_url, "app", "app-demo-en")["refunded"]
+    chat = Chat(dialogue_agent, identity=DEMO_ZH)
+    chat.say("我的退款到哪了")
+    answer = chat.say(theirs.id)
+    assert [m["utter_action"] for m in answer] == ["utter_order_not_found"]
+    assert "RF" not in texts(answer) and "¥" not in texts(answer)
