@@ -14,6 +14,7 @@ import re
 from typing import Any, Dict, List
 
 from rasa_sdk import Action, FormValidationAction, Tracker
+from rasa_sdk.events import SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 from sqlalchemy.exc import SQLAlchemyError
@@ -200,3 +201,79 @@ class ActionRefundStatus(ActionOrderStatus):
             "amount": money(refund.amount_cents),
             "date": refund.updated_at.strftime("%Y-%m-%d"),
         }
+
+
+CANCEL_PENDING_SLOT = "cancel_pending"
+# Why an order can't be cancelled any more, by its state.
+CANCEL_REFUSED = {
+    "dispatched": "utter_cancel_refused_shipped",
+    "in_transit": "utter_cancel_refused_shipped",
+    "delivered": "utter_cancel_refused_shipped",
+    "cancelled": "utter_cancel_refused_closed",
+    "refunded": "utter_cancel_refused_closed",
+}
+
+
+class ActionCancelOrder(ActionOrderStatus):
+    """Cancelling a verified customer's order: only before dispatch, and only once
+    they confirm (the next turn); after dispatch, refused with the reason."""
+
+    topic = "cancel_order"
+
+    def answer_in(
+        self, session: Session, customer: Customer, tracker: Tracker, lang: str
+    ) -> Answer:
+        order_id = normalize_order_id(tracker.get_slot("order_id")) or ""
+        order = session.get(Order, order_id) if order_id else None
+        identity = identity_of(tracker)
+        if order is None or order.customer_id != customer.id:
+            audit(session, identity, "cancel_order_not_found", customer, target=order_id[:14])
+            return "utter_order_not_found", {"order_id": order_id or "-"}
+        if order.status in CANCEL_REFUSED:
+            audit(session, identity, "cancel_order_refused", customer, target=order.id,
+                  detail={"status": order.status})
+            return CANCEL_REFUSED[order.status], order_facts(order, lang)
+        audit(session, identity, "cancel_order_asked", customer, target=order.id)
+        facts = order_facts(order, lang)
+        return "utter_confirm_cancel", {**facts, "total": money(order.total_cents)}
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> List[Dict[str, Any]]:
+        events = await super().run(dispatcher, tracker, domain)
+        asked = any(m.get("response") == "utter_confirm_cancel" for m in dispatcher.messages)
+        pending = normalize_order_id(tracker.get_slot("order_id")) if asked else None
+        return [*events, SlotSet(CANCEL_PENDING_SLOT, pending)]
+
+
+class ActionCancelConfirmed(AccountLookup):
+    """The customer's yes or no to "cancel order X?" (asked the turn before)."""
+
+    topic = "cancel_confirmed"
+    not_verified_response = "utter_account_not_verified"
+
+    def answer_in(
+        self, session: Session, customer: Customer, tracker: Tracker, lang: str
+    ) -> Answer:
+        import datetime as dt
+
+        pending = tracker.get_slot(CANCEL_PENDING_SLOT)
+        identity = identity_of(tracker)
+        if tracker.get_intent_of_latest_message() != "affirm" or not pending:
+            audit(session, identity, "cancel_order_kept", customer, target=pending)
+            return "utter_cancel_kept", {"order_id": pending or "-"}
+        order = session.get(Order, pending, with_for_update=True)
+        if order is None or order.customer_id != customer.id:
+            return "utter_order_not_found", {"order_id": pending}
+        if order.status in CANCEL_REFUSED:  # it moved on since the question
+            return CANCEL_REFUSED[order.status], order_facts(order, lang)
+        order.status = "cancelled"
+        order.cancelled_at = dt.datetime.now(dt.timezone.utc)
+        audit(session, identity, "cancel_order", customer, target=order.id)
+        return "utter_order_cancelled", order_facts(order, lang)
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> List[Dict[str, Any]]:
+        events = await super().run(dispatcher, tracker, domain)
+        return [*events, SlotSet(CANCEL_PENDING_SLOT, None)]

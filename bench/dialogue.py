@@ -93,6 +93,7 @@ def start_action_server() -> tuple[subprocess.Popen, str]:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     from bot.shop import database, demo
+    from tests.conversations import bind_fuzz_customers
 
     work = Path(tempfile.mkdtemp(prefix="bench-dialogue-"))
     # A shop database of its own with the demo data (logged-in customers' look-ups).
@@ -100,6 +101,7 @@ def start_action_server() -> tuple[subprocess.Popen, str]:
     database.upgrade(shop_url)
     with database.session(shop_url) as session:
         demo.seed(session)
+    bind_fuzz_customers(shop_url)
     settings = dataclasses.replace(get_settings(), action_port=port)
     env = {**os.environ, "RASA_TELEMETRY_ENABLED": "false", "DATABASE_URL": shop_url}
     spec = action_server_spec(settings, env)

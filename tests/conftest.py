@@ -91,11 +91,13 @@ def model() -> Path:
 def shop_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A shop database of its own (SQLite) with the demo data, as `bot run` leaves it."""
     from bot.shop import database, demo
+    from tests.conversations import bind_fuzz_customers
 
     url = f"sqlite:///{tmp_path_factory.mktemp('shop') / 'shop.db'}"
     database.upgrade(url)
     with database.session(url) as session:
         demo.seed(session)
+    bind_fuzz_customers(url)
     return url
 
 

@@ -40,20 +40,42 @@ CUSTOMER = {
     "channel": "web",
     "identity": {"channel": "web", "subject": "v-fuzz", "verified_by": "visitor_token"},
 }
-# Customers whose identity is bound to a demo account (bot.shop.demo): their
-# account look-ups answer with figures from the database.
+# Customers whose identity is bound to an account of their own in the demo data
+# (bind_fuzz_customers): their look-ups answer from the database, and what they
+# change (a cancelled order) touches no account other tests read.
 VERIFIED = [
     {
         "channel": "web",
-        "identity": {"channel": "web", "subject": "demo-zh", "verified_by": "host_hmac",
+        "identity": {"channel": "web", "subject": "fuzz-zh", "verified_by": "host_hmac",
                      "customer": True},
     },
     {
         "channel": "app",
-        "identity": {"channel": "app", "subject": "app-demo-en", "verified_by": "jwt",
+        "identity": {"channel": "app", "subject": "fuzz-en", "verified_by": "jwt",
                      "customer": True},
     },
 ]
+
+
+def bind_fuzz_customers(shop_url: str) -> None:
+    """Bind VERIFIED's identities to the zh and the en demo customer (beyond the
+    named ones) with the most orders."""
+    from sqlalchemy import select
+
+    from bot.shop import database, demo
+    from bot.shop.schema import Customer, Identity
+
+    named = len(demo.DEMO_CUSTOMERS)
+    with database.session(shop_url) as session:
+        others = session.scalars(select(Customer).where(Customer.id > named)).all()
+        for entry in VERIFIED:
+            identity = entry["identity"]
+            language = "zh" if identity["subject"].endswith("zh") else "en"
+            chosen = max(
+                (c for c in others if c.language == language), key=lambda c: len(c.orders)
+            )
+            session.add(Identity(customer_id=chosen.id, channel=identity["channel"],
+                                 subject=identity["subject"], bound_by="seed"))
 TYPED_PAYLOADS = [
     "/restart",
     "\u3000/restart",

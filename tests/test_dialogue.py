@@ -60,7 +60,7 @@ def test_a_refund_asked_for_while_the_status_form_asks_switches_to_the_refund(
 def test_the_order_number_carries_over_to_the_next_task(chat: Chat) -> None:
     chat.say(f"where is my order {ORDER}")
     cancelled = chat.say("actually I want to cancel it")
-    assert [m["utter_action"] for m in cancelled] == ["utter_cancel_order_unavailable"]
+    assert [m["utter_action"] for m in cancelled] == ["utter_order_not_verified"]
     assert ORDER in texts(cancelled)
 
 

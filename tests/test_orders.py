@@ -125,3 +125,63 @@ def test_refund_status_of_someone_elses_order_reveals_nothing(
     answer = chat.say(theirs.id)
     assert [m["utter_action"] for m in answer] == ["utter_order_not_found"]
     assert "RF" not in texts(answer) and "¥" not in texts(answer)
+
+
+def status_of(shop_url: str, order_id: str) -> str:
+    with database.session(shop_url) as session:
+        return session.get(Order, order_id).status
+
+
+def test_cancel_before_dispatch_needs_a_yes_then_is_done(
+    dialogue_agent: Any, shop_url: str
+) -> None:
+    order = orders_of(shop_url, "web", "demo-zh")["pending_payment"]
+    chat = Chat(dialogue_agent, identity=DEMO_ZH)
+    asked = chat.say(f"帮我取消订单 {order.id}")
+    assert [m["utter_action"] for m in asked] == ["utter_confirm_cancel"]
+    assert [b["payload"] for b in asked[0]["buttons"]] == ["/affirm", "/deny"]
+    assert status_of(shop_url, order.id) == "pending_payment"  # not before the yes
+    done = chat.say("是的")
+    assert [m["utter_action"] for m in done] == ["utter_order_cancelled"]
+    assert status_of(shop_url, order.id) == "cancelled"
+    assert message_language(texts(done)) == "zh"
+    # A later "yes" cancels nothing more.
+    assert [m["utter_action"] for m in chat.say("好的")] == ["utter_affirm_ack"]
+
+
+def test_no_keeps_the_order(dialogue_agent: Any, shop_url: str) -> None:
+    order = orders_of(shop_url, "app", "app-demo-en")["pending_payment"]
+    chat = Chat(dialogue_agent, identity=DEMO_EN)
+    (asked,) = chat.say(f"cancel order {order.id}")
+    kept = chat.say(asked["buttons"][1]["payload"])  # "No, keep it"
+    assert [m["utter_action"] for m in kept] == ["utter_cancel_kept"]
+    assert status_of(shop_url, order.id) == "pending_payment"
+
+
+def test_yes_after_talking_about_something_else_cancels_nothing(
+    dialogue_agent: Any, shop_url: str
+) -> None:
+    order = orders_of(shop_url, "app", "app-demo-en")["paid"]
+    chat = Chat(dialogue_agent, identity=DEMO_EN)
+    chat.say(f"cancel order {order.id}")
+    chat.say("how much is shipping")
+    chat.say("yes")
+    assert status_of(shop_url, order.id) == "paid"
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        ("dispatched", "utter_cancel_refused_shipped"),
+        ("in_transit", "utter_cancel_refused_shipped"),
+        ("delivered", "utter_cancel_refused_shipped"),
+        ("refunded", "utter_cancel_refused_closed"),
+    ],
+)
+def test_cancel_after_dispatch_is_refused_with_the_reason(
+    dialogue_agent: Any, shop_url: str, status: str, expected: str
+) -> None:
+    order = orders_of(shop_url, "app", "app-demo-en")[status]
+    answer = Chat(dialogue_agent, identity=DEMO_EN).say(f"cancel my order {order.id}")
+    assert [m["utter_action"] for m in answer] == [expected]
+    assert status_of(shop_url, order.id) == status
