@@ -140,16 +140,30 @@ class ActionOrderStatus(AccountLookup):
     def not_verified(self, tracker: Tracker) -> Answer:
         return self.not_verified_response, {"order_id": tracker.get_slot("order_id")}
 
+    def own_order(
+        self, session: Session, customer: Customer, tracker: Tracker
+    ) -> Order | Answer:
+        """The customer's order the slot names, or the "not found" answer (the same
+        for an order of someone else's as for one that doesn't exist; audited)."""
+        order_id = normalize_order_id(tracker.get_slot("order_id")) or ""
+        order = session.get(Order, order_id) if order_id else None
+        if order is None or order.customer_id != customer.id:
+            audit(session, identity_of(tracker), f"{self.topic}_not_found", customer,
+                  target=order_id[:14])
+            return "utter_order_not_found", {"order_id": order_id or "-"}
+        return order
+
     def answer_in(
         self, session: Session, customer: Customer, tracker: Tracker, lang: str
     ) -> Answer:
-        order_id = normalize_order_id(tracker.get_slot("order_id")) or ""
-        order = session.get(Order, order_id) if order_id else None
-        identity = identity_of(tracker)
-        if order is None or order.customer_id != customer.id:
-            audit(session, identity, "order_status_not_found", customer, target=order_id[:14])
-            return "utter_order_not_found", {"order_id": order_id or "-"}
-        audit(session, identity, self.topic, customer, target=order.id)
+        order = self.own_order(session, customer, tracker)
+        if not isinstance(order, Order):
+            return order
+        return self.about(session, order, tracker, lang)
+
+    def about(self, session: Session, order: Order, tracker: Tracker, lang: str) -> Answer:
+        """The answer about the customer's own order."""
+        audit(session, identity_of(tracker), self.topic, order.customer, target=order.id)
         return STATUS_RESPONSES[order.status], order_facts(order, lang)
 
 
@@ -182,16 +196,8 @@ class ActionRefundStatus(ActionOrderStatus):
 
     topic = "refund_status"
 
-    def answer_in(
-        self, session: Session, customer: Customer, tracker: Tracker, lang: str
-    ) -> Answer:
-        order_id = normalize_order_id(tracker.get_slot("order_id")) or ""
-        order = session.get(Order, order_id) if order_id else None
-        identity = identity_of(tracker)
-        if order is None or order.customer_id != customer.id:
-            audit(session, identity, "refund_status_not_found", customer, target=order_id[:14])
-            return "utter_order_not_found", {"order_id": order_id or "-"}
-        audit(session, identity, self.topic, customer, target=order.id)
+    def about(self, session: Session, order: Order, tracker: Tracker, lang: str) -> Answer:
+        audit(session, identity_of(tracker), self.topic, order.customer, target=order.id)
         if not order.refunds:
             return "utter_refund_status_none", {"order_id": order.id}
         refund = max(order.refunds, key=lambda r: r.created_at)
@@ -220,15 +226,8 @@ class ActionCancelOrder(ActionOrderStatus):
 
     topic = "cancel_order"
 
-    def answer_in(
-        self, session: Session, customer: Customer, tracker: Tracker, lang: str
-    ) -> Answer:
-        order_id = normalize_order_id(tracker.get_slot("order_id")) or ""
-        order = session.get(Order, order_id) if order_id else None
-        identity = identity_of(tracker)
-        if order is None or order.customer_id != customer.id:
-            audit(session, identity, "cancel_order_not_found", customer, target=order_id[:14])
-            return "utter_order_not_found", {"order_id": order_id or "-"}
+    def about(self, session: Session, order: Order, tracker: Tracker, lang: str) -> Answer:
+        identity, customer = identity_of(tracker), order.customer
         if order.status in CANCEL_REFUSED:
             audit(session, identity, "cancel_order_refused", customer, target=order.id,
                   detail={"status": order.status})
