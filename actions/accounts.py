@@ -9,6 +9,7 @@ person, never silence.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from typing import Any, Dict, List, Tuple
 
@@ -29,7 +30,9 @@ from actions.shop import (
     shop_session,
     verified_customer,
 )
-from bot.shop.schema import Customer
+from bot.settings import get_settings
+from bot.shop.notify import TEXTS, code_hash, new_code, sender
+from bot.shop.schema import Customer, VerificationCode
 
 logger = logging.getLogger(__name__)
 Answer = Tuple[str, Dict[str, Any]]  # (response name, its parameters)
@@ -58,6 +61,10 @@ class AccountLookup(Action):
     def not_verified(self, tracker: Tracker) -> Answer:
         return self.not_verified_response, {}
 
+    def events_for(self, response: str, parameters: Dict[str, Any]) -> List[Dict[str, Any]]:
+        """Events besides the verified flag that an answer brings (none by default)."""
+        return []
+
     def look_up(self, tracker: Tracker) -> Answer:
         identity = identity_of(tracker)
         lang = language(tracker)
@@ -80,7 +87,10 @@ class AccountLookup(Action):
         # Sent only after the audit record is committed.
         dispatcher.utter_message(response=response, **parameters)
         # Always an event: the dialogue tells a failed call by its having none.
-        return [SlotSet(VERIFIED_SLOT, response != self.not_verified_response)]
+        return [
+            SlotSet(VERIFIED_SLOT, response != self.not_verified_response),
+            *self.events_for(response, parameters),
+        ]
 
 
 class ActionCheckBalance(AccountLookup):
@@ -103,13 +113,12 @@ class ActionAccountInfo(AccountLookup):
     topic = "account_info"
 
     def answer(self, customer: Customer, lang: str) -> Answer:
-        since: str | None = customer.created_at.strftime("%Y-%m-%d")
         return "utter_account_info", {
             "name": customer.name,
             "level": label(f"level_{customer.level}", lang),
             "phone": mask_phone(customer.phone),
             "email": mask_email(customer.email),
-            "since": since,
+            "since": customer.created_at.strftime("%Y-%m-%d"),
         }
 
 
@@ -126,12 +135,6 @@ class ActionResetPassword(AccountLookup):
     def answer_in(
         self, session: Session, customer: Customer, tracker: Tracker, lang: str
     ) -> Answer:
-        import datetime as dt
-
-        from bot.settings import get_settings
-        from bot.shop.notify import TEXTS, code_hash, new_code, sender
-        from bot.shop.schema import VerificationCode
-
         code = new_code()
         subject = str(customer.id)
         now = dt.datetime.now(dt.timezone.utc)

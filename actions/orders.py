@@ -9,6 +9,7 @@ of its own.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import re
 from typing import Any, Dict, List
@@ -236,13 +237,10 @@ class ActionCancelOrder(ActionOrderStatus):
         facts = order_facts(order, lang)
         return "utter_confirm_cancel", {**facts, "total": money(order.total_cents)}
 
-    async def run(
-        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
-    ) -> List[Dict[str, Any]]:
-        events = await super().run(dispatcher, tracker, domain)
-        asked = any(m.get("response") == "utter_confirm_cancel" for m in dispatcher.messages)
-        pending = normalize_order_id(tracker.get_slot("order_id")) if asked else None
-        return [*events, SlotSet(CANCEL_PENDING_SLOT, pending)]
+    def events_for(self, response: str, parameters: Dict[str, Any]) -> List[Dict[str, Any]]:
+        # The order asked about, for the yes or no of the next turn; else nothing pending.
+        asked = response == "utter_confirm_cancel"
+        return [SlotSet(CANCEL_PENDING_SLOT, parameters["order_id"] if asked else None)]
 
 
 class ActionCancelConfirmed(AccountLookup):
@@ -254,8 +252,6 @@ class ActionCancelConfirmed(AccountLookup):
     def answer_in(
         self, session: Session, customer: Customer, tracker: Tracker, lang: str
     ) -> Answer:
-        import datetime as dt
-
         pending = tracker.get_slot(CANCEL_PENDING_SLOT)
         identity = identity_of(tracker)
         if tracker.get_intent_of_latest_message() != "affirm" or not pending:
@@ -271,8 +267,5 @@ class ActionCancelConfirmed(AccountLookup):
         audit(session, identity, "cancel_order", customer, target=order.id)
         return "utter_order_cancelled", order_facts(order, lang)
 
-    async def run(
-        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
-    ) -> List[Dict[str, Any]]:
-        events = await super().run(dispatcher, tracker, domain)
-        return [*events, SlotSet(CANCEL_PENDING_SLOT, None)]
+    def events_for(self, response: str, parameters: Dict[str, Any]) -> List[Dict[str, Any]]:
+        return [SlotSet(CANCEL_PENDING_SLOT, None)]  # answered: nothing pending

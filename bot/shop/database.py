@@ -47,11 +47,15 @@ def engine_for(url: str) -> Engine:
     return create(url)
 
 
+@lru_cache(maxsize=8)
+def _sessions(engine: Engine) -> sessionmaker:
+    return sessionmaker(bind=engine, future=True, expire_on_commit=False)
+
+
 @contextmanager
 def session(url: str) -> Iterator[Session]:
     """A session that commits when the block ends cleanly and rolls back otherwise."""
-    factory = sessionmaker(bind=engine_for(url), future=True, expire_on_commit=False)
-    with factory() as current:
+    with _sessions(engine_for(url))() as current:
         try:
             yield current
             current.commit()
