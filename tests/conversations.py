@@ -96,6 +96,8 @@ CONNECTORS = {
     "zh": ["，", "，顺便问下", "，另外", "。还有", " "],
     "en": [" and ", ". Also, ", ", plus ", "? "],
 }
+# What a form says when it ends without its answer (bot.policies.dialogue).
+FORM_ENDED = {"utter_task_let_go", "utter_task_stopped"}
 _TEMPLATE = re.compile(r"\{[A-Za-z_]+\}|\bNone\b")
 # What Rasa or a crashed action would say: never what a customer should see.
 _ERROR_TEXTS = ("Traceback", "Exception", "Internal Server Error", "utter_")
@@ -268,11 +270,14 @@ class Checker:
         return found
 
     def _check_asks(self, bot: List[Dict[str, Any]]) -> str | None:
-        asks = [
-            str(m.get("utter_action"))
-            for m in bot
-            if str(m.get("utter_action") or "").startswith("utter_ask_")
-        ]
+        said = [str(m.get("utter_action") or "") for m in bot]
+        # A form that let go or stopped earlier in this turn is done: a question
+        # after it (the message's next request starting a form) begins a new run.
+        ended = [i for i, name in enumerate(said) if name in FORM_ENDED]
+        if ended:
+            self.ask_key, self.ask_run = None, 0
+            said = said[ended[-1] + 1 :]
+        asks = [name for name in said if name.startswith("utter_ask_")]
         if not asks:
             self.ask_key, self.ask_run = None, 0
             return None

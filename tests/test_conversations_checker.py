@@ -58,3 +58,14 @@ def test_a_turn_without_a_question_ends_the_run() -> None:
     for _ in range(3):
         assert kinds(checker, "where is my order", said(ASK)) == []
         assert kinds(checker, "thanks", said(("utter_thank", "You're welcome!"))) == []
+
+
+def test_a_question_after_the_form_let_go_in_the_same_turn_starts_a_new_run() -> None:
+    checker = Checker()
+    assert kinds(checker, "where is my order", said(ASK)) == []
+    assert kinds(checker, "hmm", said(AGAIN)) == []
+    let_go = ("utter_task_let_go", "We can pick this up any time.")
+    # The form lets go, then the message's second request starts it again.
+    assert kinds(checker, "shipping? and my order", said(FAQ, let_go, ASK)) == []
+    assert kinds(checker, "hmm", said(AGAIN)) == []
+    assert kinds(checker, "hmm", said(AGAIN)) == ["asks"]
