@@ -155,11 +155,13 @@ def test_held_out_intent_accuracy(results: dict[str, dict], language: str) -> No
 # --- out of scope -------------------------------------------------------------------
 
 # Share of out-of-scope messages that may still get an FAQ answer or start a task.
-# Measured 2026-11-28: 0.19-0.21 of 336 (0.28 without the in-domain gate). What is
-# still answered is mostly banking and work questions near the shop's topics
-# ("what is my visa credit limit" -> payment methods), which our out_of_scope
-# examples don't cover (bench/results/nlu-experiments-2026-11-28.md).
-OUT_OF_SCOPE_ANSWERED_MAX = 0.25
+# Measured 2026-11-28 (later) after examples of near-shop topics (banking, pay and tax,
+# work, travel, phone plans) went into out_of_scope: test 0.063 of 334 (0.039 an
+# FAQ answer; 0.143 before), val 0.054 of 280 (0.036 an FAQ answer). What is
+# still answered is near the shop's words: "call the grocery store and get their
+# operational hours" -> business hours. A per-answer similarity gate cost more
+# right answers than it saved (bench/results/nlu-experiments-2026-11-28.md).
+OUT_OF_SCOPE_ANSWERED_MAX = 0.09
 
 
 def acts_on(parsed: dict[str, Any]) -> bool:
@@ -168,15 +170,17 @@ def acts_on(parsed: dict[str, Any]) -> bool:
 
 
 @pytest.mark.slow
-def test_out_of_scope_messages_get_no_answer(agent: Any) -> None:
-    messages = out_of_scope_messages()
+@pytest.mark.parametrize("split", ["test", "val"])
+def test_out_of_scope_messages_get_no_answer(agent: Any, split: str) -> None:
+    messages = out_of_scope_messages(split)
     answered = []
     for text in messages:
         parsed = parse(agent, text)
         if acts_on(parsed) or parsed.get("requests"):
             answered.append(f"  {served(parsed):<24} {parsed['intent']['confidence']:.2f} {text}")
     share = len(answered) / len(messages)
-    print(json.dumps({"out_of_scope_answered": round(share, 4), "n": len(messages)}))
+    print(json.dumps({"split": split, "out_of_scope_answered": round(share, 4),
+                      "n": len(messages)}))
     assert share <= OUT_OF_SCOPE_ANSWERED_MAX, (
         f"{share:.3f} of {len(messages)} out-of-scope messages answered:\n" + "\n".join(answered)
     )
