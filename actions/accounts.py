@@ -16,14 +16,16 @@ from typing import Any, Dict, List, Tuple
 from rasa_sdk import Action, Tracker
 from rasa_sdk.events import SlotSet
 from rasa_sdk.executor import CollectingDispatcher
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from actions.common import label, language
 from actions.shop import (
     audit,
+    can_bind,
     identity_of,
     in_thread,
+    logged_in,
     mask_email,
     mask_phone,
     money,
@@ -37,6 +39,15 @@ from bot.shop.schema import Customer, VerificationCode
 logger = logging.getLogger(__name__)
 Answer = Tuple[str, Dict[str, Any]]  # (response name, its parameters)
 VERIFIED_SLOT = "customer_verified"
+# Whether an order may go on to the form that changes it (refund, address).
+READY_SLOT = "task_ready"
+# No answer of the action's own: the form that follows asks its question.
+READY = ""
+# Who isn't verified is told how to become so, by what their channel allows.
+NOT_VERIFIED_BINDABLE = "utter_account_not_verified_bind"
+NOT_VERIFIED_LOGGED_IN = "utter_account_not_bound"
+# A new number that collided with one taken at the same moment is tried again.
+NUMBER_ATTEMPTS = 3
 
 
 class AccountLookup(Action):
@@ -59,7 +70,18 @@ class AccountLookup(Action):
         return self.answer(customer, lang)
 
     def not_verified(self, tracker: Tracker) -> Answer:
+        """A WeChat follower or web visitor is offered to verify with a code; an app or
+        host-site login that no account knows is offered a person; anyone else is
+        told to log in (the action's own response)."""
+        if can_bind(tracker):
+            return NOT_VERIFIED_BINDABLE, {}
+        if logged_in(tracker):
+            return NOT_VERIFIED_LOGGED_IN, {}
         return self.not_verified_response, {}
+
+    def is_not_verified(self, response: str) -> bool:
+        return response in (self.not_verified_response, NOT_VERIFIED_BINDABLE,
+                            NOT_VERIFIED_LOGGED_IN)
 
     def events_for(self, response: str, parameters: Dict[str, Any]) -> List[Dict[str, Any]]:
         """Events besides the verified flag that an answer brings (none by default)."""
@@ -79,18 +101,31 @@ class AccountLookup(Action):
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: Dict[str, Any]
     ) -> List[Dict[str, Any]]:
         try:
-            response, parameters = await in_thread(lambda: self.look_up(tracker))
+            response, parameters = await self._look_up_retrying(tracker)
         except (SQLAlchemyError, OSError):
             logger.exception("%s: the shop database (or the SMS sender) failed", self.name())
             dispatcher.utter_message(response="utter_account_lookup_failed")
-            return []
+            # Still an event: the apology is said (the dialogue reads no events as a
+            # failed call and would apologise again).
+            return [SlotSet(READY_SLOT, False)]
         # Sent only after the audit record is committed.
-        dispatcher.utter_message(response=response, **parameters)
+        if response != READY:
+            dispatcher.utter_message(response=response, **parameters)
         # Always an event: the dialogue tells a failed call by its having none.
         return [
-            SlotSet(VERIFIED_SLOT, response != self.not_verified_response),
+            SlotSet(VERIFIED_SLOT, not self.is_not_verified(response)),
             *self.events_for(response, parameters),
         ]
+
+    async def _look_up_retrying(self, tracker: Tracker) -> Answer:
+        for attempt in range(NUMBER_ATTEMPTS):
+            try:
+                return await in_thread(lambda: self.look_up(tracker))
+            except IntegrityError:
+                if attempt == NUMBER_ATTEMPTS - 1:
+                    raise
+                logger.info("%s: a new number was taken meanwhile; trying again", self.name())
+        raise AssertionError("unreachable")
 
 
 class ActionCheckBalance(AccountLookup):
@@ -136,12 +171,12 @@ class ActionResetPassword(AccountLookup):
         self, session: Session, customer: Customer, tracker: Tracker, lang: str
     ) -> Answer:
         code = new_code()
-        subject = str(customer.id)
+        channel, subject = identity_of(tracker) or ("", "")
         now = dt.datetime.now(dt.timezone.utc)
         session.add(VerificationCode(
-            channel="password_reset", subject=subject, customer_id=customer.id,
-            code_hash=code_hash(code, f"password_reset:{subject}"), created_at=now,
-            expires_at=now + dt.timedelta(minutes=RESET_CODE_MINUTES),
+            purpose="password_reset", channel=channel, subject=subject,
+            customer_id=customer.id, code_hash=code_hash(code, f"password_reset:{subject}"),
+            created_at=now, expires_at=now + dt.timedelta(minutes=RESET_CODE_MINUTES),
         ))
         audit(session, identity_of(tracker), self.topic, customer,
               detail={"sent_to": mask_phone(customer.phone)})

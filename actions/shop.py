@@ -10,11 +10,12 @@ Never from slots or entities: those are what a customer types.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from contextlib import contextmanager
 from typing import Any, Callable, Dict, Iterator, Tuple, TypeVar
 
 from rasa_sdk import Tracker
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from bot.settings import get_settings
@@ -36,6 +37,23 @@ def identity_of(tracker: Tracker) -> ChannelIdentity | None:
             return channel, subject
         return None
     return None
+
+
+def can_bind(tracker: Tracker) -> bool:
+    """Whether this customer may bind their channel identity with a code: a WeChat
+    follower or an anonymous web visitor (an app or host-site customer is who their
+    login says; a REST caller has no lasting identity)."""
+    channel, subject = identity_of(tracker) or ("", "")
+    return channel == "wechat" or (channel == "web" and subject.startswith("v-"))
+
+
+def logged_in(tracker: Tracker) -> bool:
+    """Whether the app or the host site vouched for a customer login."""
+    for event in reversed(tracker.events):
+        if event.get("event") == "user":
+            found = (event.get("metadata") or {}).get("identity") or {}
+            return found.get("customer") is True
+    return False
 
 
 def verified_customer(session: Session, identity: ChannelIdentity | None) -> Customer | None:
@@ -89,6 +107,24 @@ def mask_email(email: str | None) -> str:
         return "-"
     name, domain = email.split("@", 1)
     return f"{name[:1]}***@{domain}"
+
+
+def mask_name(name: str) -> str:
+    """张** / E*** C***: the owner recognises it, a screenshot doesn't identify them."""
+    if " " in name.strip():
+        return " ".join(f"{part[:1]}***" for part in name.split())
+    return name[:1] + "*" * max(len(name) - 1, 1)
+
+
+def next_number(session: Session, model: Any, prefix: str) -> str:
+    """The next customer-facing number of the day: prefix + YYYYMMDD + 4 digits
+    (RF202611280001). Two requests racing for one number: the second insert fails
+    on the primary key and the caller's transaction retries (`with_retry`)."""
+    day = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d")
+    start = f"{prefix}{day}"
+    last = session.scalar(select(func.max(model.id)).where(model.id.like(f"{start}%")))
+    serial = int(last[len(start):]) + 1 if last else 1
+    return f"{start}{serial:04d}"
 
 
 def money(cents: int) -> str:

@@ -128,6 +128,22 @@ class BusinessHours:
                 return end
         return None
 
+    def add_working_time(self, at: dt.datetime, duration: dt.timedelta) -> dt.datetime | None:
+        """When `duration` of opening hours will have passed from `at` (the time a
+        promise like "within 4 working hours" runs out); None if not within a month."""
+        start = self.next_opening(at)
+        left = duration
+        while start is not None:
+            end = self.closes_at(start)
+            if end is None:  # an empty period (a range of zero length)
+                start = self.next_opening(start + dt.timedelta(minutes=1))
+                continue
+            if start + left <= end:
+                return start + left
+            left -= end - start
+            start = self.next_opening(end)
+        return None
+
 
 def load(root: Path) -> BusinessHours:
     return BusinessHours.from_file(root / "business_hours.yml")

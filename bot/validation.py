@@ -61,6 +61,16 @@ def responses_in_policies(config: dict[str, Any]) -> set[str]:
     return {n for n in names if n.startswith("utter_")}
 
 
+def responses_in_forms(domain: dict[str, Any]) -> set[str]:
+    """The questions forms ask by themselves: utter_ask_<slot> and
+    utter_ask_<form>_<slot> (Rasa's FormAction)."""
+    names: set[str] = set()
+    for form, spec in (domain.get("forms") or {}).items():
+        for slot in (spec or {}).get("required_slots") or []:
+            names.update({f"utter_ask_{slot}", f"utter_ask_{form}_{slot}"})
+    return names
+
+
 def validate(root: Path) -> Report:
     from rasa.shared.importers.importer import TrainingDataImporter
     from rasa.shared.utils.io import read_config_file
@@ -70,8 +80,10 @@ def validate(root: Path) -> Report:
     importer = TrainingDataImporter.load_from_config(
         str(config_path), str(root / "domain.yml"), [str(root / "data")]
     )
-    used = responses_in_code(root / "actions") | responses_in_policies(
-        read_config_file(str(config_path))
+    used = (
+        responses_in_code(root / "actions")
+        | responses_in_policies(read_config_file(str(config_path)))
+        | responses_in_forms(read_config_file(str(root / "domain.yml")))
     )
     from rasa.utils.common import EXPECTED_WARNINGS
 

@@ -4,9 +4,10 @@ Out of scope: a fixed sample of clinc150's out-of-scope queries, clinc150
 queries of intents an online shop's customer service doesn't serve, and Chinese
 messages written here. The `test` sample is the one our out-of-scope training
 examples were written against (by topic, never copied); the `val` sample is
-drawn from queries nobody here has read, to show how far that carries. Two requests: held-out examples of two different
-requests joined with the connectors customers use, and single requests that
-contain a comma or a connector word (which must not be split).
+drawn from queries nobody here has read, to show how far that carries. Two
+requests: held-out examples of two different requests joined with the
+connectors customers use, and single requests that contain a comma or a
+connector word (which must not be split).
 """
 
 from __future__ import annotations
@@ -51,7 +52,9 @@ ZH_OUT_OF_SCOPE = [
 
 # clinc150 "out-of-scope" queries that an online shop does serve (they are its
 # requests, not out of scope for us).
-SHOP_REQUESTS = {"i need to update my address", "request a refund on the car wax i bought yesterday"}
+SHOP_REQUESTS = {
+    "i need to update my address", "request a refund on the car wax i bought yesterday",
+}
 
 ZH_OUT_OF_SCOPE_VAL = [
     "帮我查下明天杭州的天气", "去三亚的动车几点发车", "清蒸鱼要蒸几分钟", "一碗米饭多少热量",

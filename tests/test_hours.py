@@ -111,3 +111,23 @@ def test_bot_run_refuses_a_bad_file_before_starting_anything(tmp_path: Path) -> 
     )
     assert result.returncode == 1
     assert "ends before it starts" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("at", "hours", "expected"),
+    [
+        ("2027-02-02 10:00", 4, "2027-02-02 14:00"),  # inside one day
+        ("2027-02-01 10:00", 4, "2027-02-01 15:00"),  # over Monday's lunch break
+        ("2027-02-02 16:00", 4, "2027-02-03 11:00"),  # into the next morning
+        ("2027-02-02 20:00", 4, "2027-02-03 13:00"),  # asked after closing
+        ("2027-02-05 14:00", 4, "2027-02-06 13:00"),  # short Friday, then Saturday
+        ("2027-02-06 23:00", 2, "2027-02-09 10:00"),  # Sunday and the holiday skipped
+    ],
+)
+def test_working_time_runs_only_while_open(at: str, hours: int, expected: str) -> None:
+    assert HOURS.add_working_time(local(at), dt.timedelta(hours=hours)) == local(expected)
+
+
+def test_never_open_has_no_working_time() -> None:
+    never = BusinessHours.from_dict({"timezone": "Asia/Shanghai", "weekly": {}})
+    assert never.add_working_time(local("2027-02-02 10:00"), dt.timedelta(hours=1)) is None

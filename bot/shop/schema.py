@@ -32,6 +32,8 @@ ORDER_STATES = (
 BEFORE_DISPATCH = ("pending_payment", "paid")
 REFUND_STATES = ("requested", "approved", "paid", "rejected")
 TICKET_STATES = ("open", "answered", "closed")
+# What a one-time code is for.
+CODE_PURPOSES = ("bind", "password_reset")
 
 
 def utcnow() -> dt.datetime:
@@ -201,12 +203,14 @@ class Ticket(Base):
 
 
 class VerificationCode(Base):
-    """A one-time code sent to an account's phone to bind a channel identity.
-    Only its hash is stored."""
+    """A one-time code sent to an account's phone: to bind the channel identity that
+    asked for it, or to reset the password. Only its hash is stored."""
 
     __tablename__ = "verification_codes"
 
     id = Column(Integer, primary_key=True)
+    purpose = Column(String(20), nullable=False, default="bind", server_default="bind")
+    # The channel identity that asked for the code.
     channel = Column(String(10), nullable=False)
     subject = Column(String(128), nullable=False)
     customer_id = Column(ForeignKey("customers.id", ondelete="CASCADE"), nullable=False)
@@ -216,7 +220,10 @@ class VerificationCode(Base):
     expires_at = Column(DateTime(timezone=True), nullable=False)
     used_at = Column(DateTime(timezone=True))
 
-    __table_args__ = (Index("ix_codes_identity", "channel", "subject", "created_at"),)
+    __table_args__ = (
+        Index("ix_codes_identity", "channel", "subject", "created_at"),
+        _one_of("purpose", CODE_PURPOSES),
+    )
 
 
 class AuditRecord(Base):
