@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+from bot.privacy import install_log_masking
 from bot.redis_server import EmbeddedRedis, RedisUnavailable, free_port, mask_url, ping_url
 from bot.settings import Settings, credential_variables, get_settings
 from bot.supervisor import (
@@ -39,14 +40,23 @@ from bot.training import (
 )
 
 REST_WEBHOOK = "/webhooks/rest/webhook"
+# Every Python child masks personal data in what it logs (bot.privacy) from its
+# first line on, before Rasa or rasa_sdk configure logging and create handlers.
+_MASK_LOGS = "from bot.privacy import install_log_masking; install_log_masking(); "
 # Rasa takes its API token only as a command-line argument, which every local
 # user can read with `ps`. This stub hands it over through the environment.
 _TOKEN_PLACEHOLDER = "@BOT_API_TOKEN"
 _RASA_WITH_ENV_TOKEN = (
     "import os, sys; "
-    f"sys.argv = ['rasa'] + [os.environ['BOT_API_TOKEN'] if a == {_TOKEN_PLACEHOLDER!r} else a "
+    + _MASK_LOGS
+    + f"sys.argv = ['rasa'] + [os.environ['BOT_API_TOKEN'] if a == {_TOKEN_PLACEHOLDER!r} else a "
     "for a in sys.argv[1:]]; "
     "from rasa.__main__ import main; main()"
+)
+# `python -m rasa_sdk`, masking its logs first.
+_ACTION_SERVER = (
+    "import sys; " + _MASK_LOGS + "sys.argv[0] = 'rasa_sdk'; "
+    "from rasa_sdk.__main__ import main; main()"
 )
 
 
@@ -178,7 +188,7 @@ def action_server_spec(settings: Settings, env: dict[str, str]) -> ChildSpec:
     port = settings.action_port
     return ChildSpec(
         name="actions",
-        argv=[sys.executable, "-m", "rasa_sdk", "--actions", "actions", "--port", str(port)],
+        argv=[sys.executable, "-c", _ACTION_SERVER, "--actions", "actions", "--port", str(port)],
         # rasa_sdk binds 0.0.0.0 unless SANIC_HOST says otherwise; only Rasa calls it.
         # Rasa opens a connection per action call; when its event loop is busy
         # (model inference under load) the request can follow seconds later, and
@@ -247,7 +257,7 @@ def rasa_server_spec(settings: Settings, model: Path, token: str, env: dict[str,
 
 
 def rasa_shell_spec(settings: Settings, model: Path, env: dict[str, str]) -> ChildSpec:
-    argv = [sys.executable, "-m", "rasa", "shell", "--model", str(model)]
+    argv = [sys.executable, "-c", _RASA_WITH_ENV_TOKEN, "shell", "--model", str(model)]
     # Its own server on a free loopback port: a running `bot run` keeps 5005.
     argv += ["-i", "127.0.0.1", "-p", str(free_port())]
     argv += _optional_files(settings.root, endpoints="endpoints.yml")
@@ -617,6 +627,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Children inherit it; there is no network here and users expect it off.
     os.environ["RASA_TELEMETRY_ENABLED"] = "false"
+    # The supervisor's own logging (migrations, libraries) is masked like its children's.
+    install_log_masking()
     try:
         return int(args.func(args))
     except (TrainingInterrupted, KeyboardInterrupt):

@@ -35,6 +35,8 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, TextIO
 
+from bot.privacy import mask_personal_data
+
 ReadyCheck = Callable[[], bool]
 
 TAIL_LINES = 20
@@ -400,7 +402,10 @@ class Child:
         self._close_log()
 
     def tail(self, lines: int = TAIL_LINES) -> list[str]:
-        return [] if self.log_path is None else tail(self.log_path, lines)
+        # Shown on the terminal: what bypassed the child's logging (a crash
+        # printed by a library) is masked here too.
+        shown = [] if self.log_path is None else tail(self.log_path, lines)
+        return [mask_personal_data(line) for line in shown]
 
     def _close_log(self) -> None:
         if self._log is not None:

@@ -1,8 +1,9 @@
 """Messages to a customer's verified phone (one-time codes), through a pluggable sender.
 
 `SMS_SENDER=log` (the default, for development and the demo) writes each
-message to var/log/sms.log (readable by the service's user only), where
-`bot codes` shows them; a real SMS gateway is one more class with `send`.
+message to var/log/sms.log (readable by the service's user only; the number
+masked), where `bot codes` shows them; a real SMS gateway is one more class
+with `send`.
 The texts are here rather than in domain.yml because they are SMS, not chat.
 """
 
@@ -17,6 +18,7 @@ import secrets
 from pathlib import Path
 from typing import Dict, List, Protocol
 
+from bot.privacy import mask_personal_data, mask_phone_number
 from bot.settings import Settings
 
 TEXTS: Dict[str, Dict[str, str]] = {
@@ -34,7 +36,11 @@ class Sender(Protocol):
 
 
 class LogSender:
-    """Development sender: one JSON line per message in a private file."""
+    """Development sender: one JSON line per message in a private file.
+
+    The number is masked (138****5678: enough to tell whose code it is), the
+    text is kept readable: the code is what `bot codes` is for.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -43,7 +49,7 @@ class LogSender:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         line = json.dumps({
             "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "to": phone, "text": text,
+            "to": mask_phone_number(phone), "text": mask_personal_data(text),
         }, ensure_ascii=False)
         descriptor = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         with os.fdopen(descriptor, "a", encoding="utf-8") as file:
