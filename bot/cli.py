@@ -101,10 +101,18 @@ def api_token(settings: Settings) -> tuple[str, str]:
 
 def channel_env(settings: Settings, token: str) -> dict[str, str]:
     """A value for every ${VAR} in credentials.yml: the environment's, else empty
-    (that part off), else for the visitor-token secret one kept under var/."""
+    (that part off), else for the visitor-token secret one kept under var/.
+    With the demo logins on and no WEB_IDENTITY_SECRET, the host-user secret is
+    one kept under var/ too: the demo page's logins need it, and no host site
+    knows it, so nothing but those logins can use it."""
     names = credential_variables(settings.root / "credentials.yml")
     env = {name: os.environ.get(name, "") for name in names}
     env["WEB_VISITOR_SECRET"], _ = stored_secret(settings, "WEB_VISITOR_SECRET", "web_secret")
+    env["DEMO_LOGINS"] = "1" if settings.demo_logins else "0"  # as settings read it
+    if settings.demo_logins and not env.get("WEB_IDENTITY_SECRET"):
+        env["WEB_IDENTITY_SECRET"], _ = stored_secret(
+            settings, "WEB_IDENTITY_SECRET", "web_identity_secret"
+        )
     env["BOT_API_TOKEN"] = token
     return env
 
@@ -439,11 +447,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         def summary() -> None:
             rasa_url = f"http://{_local(settings.host)}:{settings.rasa_port}"
             bound = "" if settings.host == "127.0.0.1" else f" (bound to {settings.host})"
+            demo_logins = (
+                ", demo logins on: DEMO_LOGINS=0 turns them off" if settings.demo_logins else ""
+            )
             rows = [
                 ("Redis", f"{mask_url(redis.url)} ({redis.description})"),
                 ("action server", settings.action_endpoint_url),
                 ("Rasa", f"{rasa_url}{bound}, model {model.name}"),
-                ("web widget", f"{rasa_url}/ (demo shop page)"),
+                ("web widget", f"{rasa_url}/ (demo shop page{demo_logins})"),
                 ("WeChat", wechat_status(rasa_url)),
                 ("app", f"POST {rasa_url}/webhooks/app/messages, WebSocket /webhooks/app/ws"
                  + ("" if os.environ.get("APP_JWT_KEY") else " (off: set APP_JWT_KEY)")),

@@ -31,6 +31,9 @@ class Settings:
     api_token: str | None
     # The shop's data (bot.shop): customers, orders, refunds, tickets, audit.
     database_url: str = ""
+    # The demo shop page's "log in as" a demo customer (DEMO_LOGINS=0: off, and its
+    # signing route answers 404). A demo feature: anyone may log in as them.
+    demo_logins: bool = True
 
     @property
     def action_endpoint_url(self) -> str:
@@ -45,6 +48,19 @@ def _int(name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise SystemExit(f"{name} must be a whole number, got {raw!r}") from None
+
+
+_ON = {"1", "true", "yes", "on"}
+_OFF = {"0", "false", "no", "off"}
+
+
+def _flag(name: str, default: bool) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in _ON | _OFF:
+        return raw in _ON
+    raise SystemExit(f"{name} must be 1 or 0 (on or off), got {os.environ[name]!r}")
 
 
 @lru_cache(maxsize=1)
@@ -67,6 +83,7 @@ def get_settings() -> Settings:
         tracker_db_url=tracker_db_url,
         api_token=os.environ.get("BOT_API_TOKEN") or None,
         database_url=os.environ.get("DATABASE_URL") or f"sqlite:///{var_dir / 'shop.db'}",
+        demo_logins=_flag("DEMO_LOGINS", True),
     )
 
 

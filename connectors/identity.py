@@ -9,7 +9,7 @@ that can reach the customer.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 SEPARATOR = ":"
@@ -22,18 +22,30 @@ class BadConversationId(ValueError):
 @dataclass(frozen=True)
 class Identity:
     channel: str  # "wechat", "web", "app"
-    subject: str  # OpenID, visitor/user id, app customer id
+    # Who, as the shop's account bindings name them (channel, subject): OpenID,
+    # visitor ("v-…") or host-site user id, app customer id.
+    subject: str
     verified_by: str  # how we know: "wechat_signature", "visitor_token", "host_hmac", "jwt"
     # True when the host site or app vouched for a customer account (not an anonymous visitor).
     customer: bool = False
+    # The conversation id's subject where it isn't `subject`: the web channel keeps its
+    # users' conversations ("u-<user id>") apart from its visitors' ("v-<random>").
+    conversation_subject: str = ""
 
     @property
     def conversation_id(self) -> str:
-        return conversation_id(self.channel, self.subject)
+        return conversation_id(self.channel, self.conversation_subject or self.subject)
 
     def metadata(self, **extra: Any) -> dict[str, Any]:
-        """What goes into the user message's metadata, for actions and agents."""
-        return {"channel": self.channel, "identity": asdict(self), **extra}
+        """What goes into the user message's metadata, for actions and agents (the
+        conversation id is the tracker's own sender id)."""
+        identity = {
+            "channel": self.channel,
+            "subject": self.subject,
+            "verified_by": self.verified_by,
+            "customer": self.customer,
+        }
+        return {"channel": self.channel, "identity": identity, **extra}
 
 
 def conversation_id(channel: str, subject: str) -> str:

@@ -55,7 +55,12 @@ from connectors.web_identity import (
     host_user_claim,
     verify_host_user,
 )
-from connectors.web_pages import add_static_routes, serve_demo_page_at_root
+from connectors.web_pages import (
+    add_demo_login_routes,
+    add_static_routes,
+    parse_switch,
+    serve_demo_page_at_root,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -438,12 +443,15 @@ class WebInput(InputChannel):
         allowed_origins: list[str] | None = None,
         limits: Limits | None = None,
         token_days: float = DEFAULT_TOKEN_DAYS,
+        demo_logins: bool = False,
     ) -> None:
         self.visitor_secret = visitor_secret
         self.identity_secret = identity_secret
         self.allowed_origins = allowed_origins or []
         self.limits = limits or Limits()
         self.token_days = token_days
+        # The demo page's "log in as" a demo customer (connectors.web_pages).
+        self.demo_logins = demo_logins
         self.server: WebSocketServer | None = None
         self._pusher: WebOutput | None = None
 
@@ -456,6 +464,8 @@ class WebInput(InputChannel):
             allowed_origins=parse_origins(credentials.get("allowed_origins")),
             limits=Limits.from_credentials(credentials),
             token_days=float(credentials.get("visitor_token_days") or DEFAULT_TOKEN_DAYS),
+            # On unless switched off: the embedded demo shows it (DEMO_LOGINS).
+            demo_logins=parse_switch(credentials.get("demo_logins"), default=True),
         )
 
     def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:
@@ -467,6 +477,10 @@ class WebInput(InputChannel):
             return response.json({"status": "ok"})
 
         add_static_routes(blueprint)
+        if self.demo_logins and self.identity_secret:
+            add_demo_login_routes(blueprint, self.identity_secret)
+        elif self.demo_logins:
+            logger.warning("demo logins need the web channel's identity_secret: they are off")
         return blueprint
 
     def get_output_channel(self) -> OutputChannel | None:

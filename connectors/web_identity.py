@@ -59,7 +59,11 @@ def visitor_identity(visitor_id: str) -> Identity:
 
 
 def user_identity(user_id: str) -> Identity:
-    return Identity(CHANNEL, f"u-{user_id}", "host_hmac", customer=True)
+    # The subject is the host site's own user id, as the shop binds it to an account
+    # (identities: channel "web", subject "demo-zh"); the conversation is "web:u-<id>".
+    return Identity(
+        CHANNEL, user_id, "host_hmac", customer=True, conversation_subject=f"u-{user_id}"
+    )
 
 
 class SessionTokens:
@@ -84,7 +88,8 @@ class SessionTokens:
         return WebSession(self._sign(identity.subject), identity)
 
     def for_user(self, identity: Identity) -> WebSession:
-        return WebSession(self._sign(identity.subject), identity)
+        # Signed as "u-<user id>", so a token can't pass for a visitor's.
+        return WebSession(self._sign(identity.conversation_subject or identity.subject), identity)
 
     def subject_of(self, token: Any) -> str:
         """The verified subject ("v-…" or "u-…") of a token; raises IdentityRefused."""

@@ -7,18 +7,48 @@ A host page embeds the widget with one tag:
 widget.js loads widget.css and the vendored socket.io client from the same
 place (static/socket.io.min.js: socket.io-client 4.8.4, MIT, see
 static/socket.io.LICENSE).
+
+The demo page can log in as a demo customer the way a host site does: its
+"backend" (the demo-logins routes below) gives the page a user id and its
+user_hash, and the page hands them to the widget (JadeChat.login).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from sanic import Blueprint, Sanic, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
 
+from connectors.web_identity import user_hash
+
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 DEMO_PAGE = STATIC_DIR / "demo.html"
+
+# The host-site user ids of the demo customers (bot/shop/demo.py binds them to
+# accounts; a test keeps the two lists equal). The only ids the demo page's
+# backend ever signs.
+DEMO_USER_IDS: tuple[str, ...] = ("demo-zh", "demo-en")
+# A user_hash is a credential: no cache keeps it.
+_NO_STORE = {"Cache-Control": "no-store"}
+
+_ON = {"1", "true", "yes", "on"}
+_OFF = {"0", "false", "no", "off"}
+
+
+def parse_switch(value: Any, default: bool = True) -> bool:
+    """credentials.yml's on/off values (`bot run` passes DEMO_LOGINS as 1 or 0; empty:
+    the default)."""
+    if isinstance(value, bool):
+        return value
+    text = "" if value is None else str(value).strip().lower()
+    if not text:
+        return default
+    if text in _ON | _OFF:
+        return text in _ON
+    raise ValueError(f"expected 1 or 0 (on or off), got {value!r}")
 
 
 def add_static_routes(blueprint: Blueprint) -> None:
@@ -30,6 +60,31 @@ def add_static_routes(blueprint: Blueprint) -> None:
         content_type="application/javascript; charset=utf-8",
     )
     blueprint.static("/static", str(STATIC_DIR), name="web_static")
+
+
+def add_demo_login_routes(blueprint: Blueprint, identity_secret: str) -> None:
+    """The demo page's stand-in for a host site's backend, which tells its page the
+    logged-in user's id and user_hash. Registered only while demo logins are on
+    (otherwise these paths are 404 like any unknown one):
+
+        GET /webhooks/web/demo-logins            {"users": ["demo-zh", "demo-en"]}
+        GET /webhooks/web/demo-logins/<user id>  {"user_id", "user_hash"}; 404 for any
+                                                 id that isn't a demo customer's
+    """
+
+    @blueprint.route("/demo-logins", methods=["GET"])
+    async def demo_logins(_: Request) -> HTTPResponse:
+        return response.json({"users": list(DEMO_USER_IDS)}, headers=_NO_STORE)
+
+    @blueprint.route("/demo-logins/<user_id>", methods=["GET"])
+    async def demo_login(_: Request, user_id: str) -> HTTPResponse:
+        # Exactly the fixed ids: signing anything else would let anyone be any user.
+        if user_id not in DEMO_USER_IDS:
+            return response.json({"error": "not a demo customer"}, status=404)
+        return response.json(
+            {"user_id": user_id, "user_hash": user_hash(identity_secret, user_id)},
+            headers=_NO_STORE,
+        )
 
 
 def wants_demo_page(request: Request) -> bool:

@@ -68,7 +68,8 @@ def base_env(**extra: str) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
-        if k not in {"REDIS_URL", "DATABASE_URL", "TRACKER_DATABASE_URL", "BOT_API_TOKEN"}
+        if k not in {"REDIS_URL", "DATABASE_URL", "TRACKER_DATABASE_URL", "BOT_API_TOKEN",
+                     "DEMO_LOGINS"}
         and not k.startswith(("WECHAT_", "WEB_", "APP_"))
     }
     env.update(RASA_TELEMETRY_ENABLED="false", TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
@@ -293,6 +294,8 @@ def scaled(
         # WeChat: the embedded service answers passively, these two always
         # through the customer-service API, so tests cover both paths.
         "WECHAT_PASSIVE_REPLY_SECONDS": "0",
+        # A deployment switches the demo page's logins off; the embedded one has them.
+        "DEMO_LOGINS": "0",
     }
     # A clean slate: keys left by an earlier session (cached WeChat tokens from
     # another fake server, rate-limit buckets, outboxes) must not leak in.

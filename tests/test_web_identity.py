@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import jwt
 import pytest
@@ -124,3 +125,67 @@ def test_host_user_claim() -> None:
     assert host_user_claim({"session_id": "x"}) is None
     assert host_user_claim({"user_id": "1", "user_hash": "ab"}) == ("1", "ab")
     assert host_user_claim({"user_hash": "ab"}) == (None, "ab")
+
+
+def test_a_host_user_is_their_own_id_to_the_shop_in_a_conversation_of_their_own() -> None:
+    """The shop binds accounts to the host site's user id (identities: "web",
+    "demo-zh"); the conversation stays "web:u-<id>", apart from visitors'."""
+    user = verify_host_user(IDENTITY_SECRET, "demo-zh", user_hash(IDENTITY_SECRET, "demo-zh"))
+    assert user.subject == "demo-zh"
+    assert user.conversation_id == "web:u-demo-zh"
+    assert user.metadata()["identity"] == {
+        "channel": "web", "subject": "demo-zh", "verified_by": "host_hmac", "customer": True,
+    }
+    tokens = SessionTokens(SECRET)
+    session = tokens.for_user(user)
+    assert tokens.subject_of(session.session_id) == "u-demo-zh"
+    assert tokens.resume_visitor(session.session_id) is None
+
+
+def test_demo_logins_sign_exactly_the_demo_customers_web_ids() -> None:
+    from bot.shop.demo import DEMO_CUSTOMERS
+    from connectors.web_pages import DEMO_USER_IDS
+
+    bound = tuple(c.identities["web"] for c in DEMO_CUSTOMERS if "web" in c.identities)
+    assert DEMO_USER_IDS == bound == ("demo-zh", "demo-en")
+
+
+def test_demo_logins_switch(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """On unless switched off, in credentials.yml's values and in the settings; with
+    them on and no WEB_IDENTITY_SECRET, `bot run` gives Rasa one kept under var/."""
+    from bot import settings
+    from bot.cli import channel_env
+    from connectors.web import WebInput
+
+    assert WebInput.from_credentials({}).demo_logins is True
+    for value, on in [("", True), ("1", True), ("on", True), ("0", False), ("off", False),
+                      ("false", False), (False, False)]:
+        assert WebInput.from_credentials({"demo_logins": value}).demo_logins is on, value
+    with pytest.raises(ValueError, match="1 or 0"):
+        WebInput.from_credentials({"demo_logins": "maybe"})
+
+    monkeypatch.setenv("BOT_VAR_DIR", str(tmp_path))
+    monkeypatch.delenv("WEB_IDENTITY_SECRET", raising=False)
+    try:
+        for value, on in [("", True), ("0", False), ("1", True)]:
+            monkeypatch.setenv("DEMO_LOGINS", value)
+            settings.get_settings.cache_clear()
+            assert settings.get_settings().demo_logins is on
+            env = channel_env(settings.get_settings(), "token")
+            assert env["DEMO_LOGINS"] == ("1" if on else "0")
+            if on:
+                stored = (tmp_path / "web_identity_secret").read_text().strip()
+                assert env["WEB_IDENTITY_SECRET"] == stored and len(stored) >= 32
+            else:
+                assert env["WEB_IDENTITY_SECRET"] == ""  # host-user logins stay off
+        monkeypatch.setenv("WEB_IDENTITY_SECRET", "the-host-sites-own-secret")
+        settings.get_settings.cache_clear()
+        env = channel_env(settings.get_settings(), "token")
+        assert env["WEB_IDENTITY_SECRET"] == "the-host-sites-own-secret"
+        monkeypatch.setenv("DEMO_LOGINS", "maybe")
+        settings.get_settings.cache_clear()
+        with pytest.raises(SystemExit, match="DEMO_LOGINS"):
+            settings.get_settings()
+    finally:
+        monkeypatch.undo()
+        settings.get_settings.cache_clear()

@@ -294,6 +294,84 @@ def test_host_site_login_with_good_and_bad_hmac(service: Service, browser: Brows
             context.close()
 
 
+# --- the demo page's "log in as" -------------------------------------------------------------
+
+def conversation_now(page: Page) -> str:
+    token = stored_token(page)
+    return conversation_of(token) if token else ""
+
+
+def demo_customer_balance(service: Service, user_id: str) -> str:
+    """The balance the bot should say: from the shop database `bot run` seeded for
+    the service (its var dir's shop.db), in the actions' own format."""
+    from sqlalchemy import select
+
+    from actions.shop import money
+    from bot.shop import database
+    from bot.shop.schema import Identity
+
+    with database.session(f"sqlite:///{service.var_dir / 'shop.db'}") as session:
+        bound = session.scalars(
+            select(Identity).where(Identity.channel == "web", Identity.subject == user_id)
+        ).one()
+        return money(bound.customer.wallet_cents)
+
+
+def test_demo_page_logs_in_as_a_demo_customer_and_out(service: Service, page: Page) -> None:
+    balance = demo_customer_balance(service, "demo-en")
+    open_widget(page, service)
+    page.get_by_role("button", name="English").click()
+    panel = page.locator(".jc-panel")
+    control = page.locator("#demo-login")
+    expect(control).to_be_visible()
+    expect(control.locator("option")).to_have_text(
+        ["Anonymous visitor", "Demo customer demo-zh (Chinese, gold)",
+         "Demo customer demo-en (English, silver)"]
+    )
+    ask(page, "How much is shipping?")  # as an anonymous visitor first
+    expect(panel.locator(".jc-bot").last).to_contain_text("Shipping is free")
+    visitor = conversation_now(page)
+    assert visitor.startswith("web:v-")
+
+    control.select_option("demo-en")
+    # The widget starts the demo customer's session: the host-site user path (HMAC).
+    eventually(lambda: conversation_now(page) == "web:u-demo-en")
+    expect(page.locator(".jc-root[data-ready=true]")).to_be_attached()
+    expect(panel.locator(".jc-customer")).to_have_count(0)  # the visitor's chat is gone
+    ask(page, "what's my balance")
+    expect(panel.locator(".jc-bot").last).to_contain_text(balance)
+    said = [e for e in tracker(service, "web:u-demo-en")["events"] if e["event"] == "user"]
+    assert said[-1]["metadata"]["identity"] == {
+        "channel": "web", "subject": "demo-en", "verified_by": "host_hmac", "customer": True,
+    }
+
+    # Still logged in after a reload, as on a shop that keeps its login in a cookie.
+    page.reload()
+    expect(page.locator(".jc-root[data-ready=true]")).to_be_attached()
+    expect(control).to_have_value("demo-en")
+    assert conversation_now(page) == "web:u-demo-en"
+    expect(panel.locator(".jc-bot").last).to_contain_text(balance)
+
+    control.select_option("")  # log out
+    eventually(lambda: conversation_now(page).startswith("web:v-"))
+    expect(page.locator(".jc-root[data-ready=true]")).to_be_attached()
+    assert conversation_now(page) != visitor  # a new visitor, not the one before
+    expect(panel.locator(".jc-msg")).to_have_count(0)  # nothing of demo-en's on the screen
+    ask(page, "what's my balance")
+    expect(panel.locator(".jc-bot").last).to_contain_text("To keep your account safe")
+    expect(panel.locator(".jc-bot", has_text=balance)).to_have_count(0)
+
+
+def test_demo_login_control_is_hidden_when_switched_off(
+    scaled: list[Service], page: Page
+) -> None:
+    with page.expect_response(lambda r: r.url.endswith("/webhooks/web/demo-logins")) as asked:
+        page.goto(scaled[0].url + "/")
+    assert asked.value.status == 404
+    expect(page.locator(".jc-root[data-ready=true]")).to_be_attached()
+    expect(page.locator(".demo-login")).to_be_hidden()
+
+
 # --- on a phone -------------------------------------------------------------------------------
 
 # Chromium's mobile emulation of a common phone (iPhone 12-15 class): 390 x 844 CSS px.

@@ -16,6 +16,12 @@
  * data-hot-questions (JSON of the same shape). The widget loads its CSS and the
  * socket.io client from where this script came from, and speaks Rasa's socket.io
  * protocol plus the server's extra events (history, typing, customer_uttered, error).
+ *
+ * A page whose user logs in or out without a reload tells the widget, which then
+ * starts that user's chat (or a new anonymous visitor's) as a fresh page would:
+ *
+ *   JadeChat.login({ id: "42", hash: "<hex HMAC from your backend>" });
+ *   JadeChat.logout();
  */
 (function () {
   "use strict";
@@ -541,7 +547,9 @@
   }
 
   function connect() {
-    var options = { path: "/socket.io", transports: ["websocket"] };
+    // forceNew: after a login or logout the new socket must not share the old one's
+    // connection, whose handshake carried the previous identity.
+    var options = { path: "/socket.io", transports: ["websocket"], forceNew: true };
     if (settings.user && settings.user.id && settings.user.hash) {
       options.auth = { user_id: String(settings.user.id), user_hash: String(settings.user.hash) };
     }
@@ -619,6 +627,38 @@
       }
     });
   }
+
+  // --- who is chatting --------------------------------------------------------------
+  // The same identity path as a page load: the host user's id and hash go in the
+  // socket's connect auth, so a login or logout is a new socket.
+  function restart() {
+    state.confirmed = false;
+    state.everConnected = false; // "connecting", not "connection lost"
+    root.removeAttribute("data-ready"); // set again by the new session's history
+    renderHistory([]); // the previous person's chat leaves the screen at once
+    if (!socket) return; // not connected yet: connect() will read settings.user
+    socket.off(); // nothing from the old session may reach the screen
+    socket.disconnect();
+    connect();
+    renderStatus();
+  }
+  function forgetToken() {
+    state.token = null;
+    if (local) local.removeItem(TOKEN_KEY);
+  }
+  var api = window.JadeChat && typeof window.JadeChat === "object" ? window.JadeChat : {};
+  window.JadeChat = api;
+  api.login = function (user) {
+    if (!user || !user.id || !user.hash) throw new Error("jade chat: login needs {id, hash}");
+    settings.user = { id: String(user.id), hash: String(user.hash) };
+    restart();
+  };
+  api.logout = function () {
+    settings.user = null;
+    // A user's token resumes nothing anyway; dropping it starts the visitor cleanly.
+    forgetToken();
+    restart();
+  };
 
   function loadScript(src, done) {
     var tag = document.createElement("script");
