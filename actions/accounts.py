@@ -55,6 +55,9 @@ class AccountLookup(Action):
 
     topic = ""
     not_verified_response = "utter_account_not_verified"
+    # The slots of the form this action completes: when one is unfilled the form let
+    # go (and said so); the action only clears up.
+    form_slots: Tuple[str, ...] = ()
 
     def name(self) -> str:
         return f"action_{self.topic}"
@@ -100,6 +103,8 @@ class AccountLookup(Action):
     async def run(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: Dict[str, Any]
     ) -> List[Dict[str, Any]]:
+        if any(tracker.get_slot(slot) is None for slot in self.form_slots):
+            return [SlotSet(READY_SLOT, None), *self.events_for(READY, {})]
         try:
             response, parameters = await self._look_up_retrying(tracker)
         except (SQLAlchemyError, OSError):
@@ -166,6 +171,10 @@ class ActionResetPassword(AccountLookup):
 
     topic = "reset_password"
     not_verified_response = "utter_reset_password"
+
+    def not_verified(self, tracker: Tracker) -> Answer:
+        # Anyone can reset a password on the login page; no need to verify here.
+        return self.not_verified_response, {}
 
     def answer_in(
         self, session: Session, customer: Customer, tracker: Tracker, lang: str

@@ -13,13 +13,14 @@ from __future__ import annotations
 import re
 from typing import Any, Dict, List
 
-from rasa_sdk import FormValidationAction, Tracker
+from rasa_sdk import Tracker
 from rasa_sdk.events import SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 from sqlalchemy.orm import Session
 
 from actions.accounts import READY, READY_SLOT, Answer
+from actions.forms import LimitedValidation
 from actions.orders import ActionOrderStatus, order_facts
 from actions.shop import audit, identity_of
 from bot.shop.schema import BEFORE_DISPATCH, Order
@@ -71,7 +72,7 @@ class ActionAddressStart(ActionOrderStatus):
         return [SlotSet(READY_SLOT, response == READY), SlotSet("new_address", None)]
 
 
-class ValidateAddressForm(FormValidationAction):
+class ValidateAddressForm(LimitedValidation):
     def name(self) -> str:
         return "validate_address_form"
 
@@ -89,6 +90,7 @@ class ValidateAddressForm(FormValidationAction):
 
 class ActionUpdateAddress(ActionOrderStatus):
     topic = "update_address"
+    form_slots = ("new_address",)
     not_verified_response = "utter_update_address"
 
     def about(self, session: Session, order: Order, tracker: Tracker, lang: str) -> Answer:

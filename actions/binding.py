@@ -21,7 +21,7 @@ import logging
 import re
 from typing import Any, Dict, List, Tuple
 
-from rasa_sdk import Action, FormValidationAction, Tracker
+from rasa_sdk import Action, Tracker
 from rasa_sdk.events import SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 
 from actions.accounts import READY_SLOT, VERIFIED_SLOT
 from actions.common import language
+from actions.forms import LimitedValidation
 from actions.shop import (
     ChannelIdentity,
     audit,
@@ -144,7 +145,10 @@ class ActionBindStart(Action):
         ]
 
 
-class ValidateBindForm(FormValidationAction):
+class ValidateBindForm(LimitedValidation):
+    # A wrong code has its own limit (MAX_WRONG, then a lock).
+    own_limit_responses = frozenset({"utter_bind_code_wrong"})
+
     def name(self) -> str:
         return "validate_bind_form"
 

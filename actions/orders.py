@@ -41,6 +41,7 @@ ASK_ORDER_ID = {
     "cancel": "utter_ask_order_id_cancel",
     "refund": "utter_ask_order_id_refund",
     "refund_status": "utter_ask_order_id_refund_status",
+    "address": "utter_ask_order_id_address",
 }
 
 
@@ -139,7 +140,10 @@ class ActionOrderStatus(AccountLookup):
     not_verified_response = "utter_order_not_verified"
 
     def not_verified(self, tracker: Tracker) -> Answer:
-        return self.not_verified_response, {"order_id": tracker.get_slot("order_id")}
+        response, parameters = super().not_verified(tracker)
+        if response == self.not_verified_response:  # the number echoed: "order X: log in"
+            parameters = {"order_id": tracker.get_slot("order_id")}
+        return response, parameters
 
     def own_order(
         self, session: Session, customer: Customer, tracker: Tracker

@@ -17,7 +17,7 @@ import re
 from decimal import Decimal, InvalidOperation
 from typing import Any, Dict, List
 
-from rasa_sdk import Action, FormValidationAction, Tracker
+from rasa_sdk import Action, Tracker
 from rasa_sdk.events import SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
@@ -25,6 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from actions.accounts import READY, READY_SLOT, Answer
+from actions.forms import LimitedValidation
 from actions.orders import ActionOrderStatus, normalize_order_id
 from actions.shop import (
     audit,
@@ -149,7 +150,7 @@ class ActionAskRefundAmount(Action):
         return []
 
 
-class ValidateRefundForm(FormValidationAction):
+class ValidateRefundForm(LimitedValidation):
     def name(self) -> str:
         return "validate_refund_form"
 
@@ -202,6 +203,7 @@ class ActionSubmitRefund(ActionOrderStatus):
     """Creates the refund (status requested) after checking order and amount again."""
 
     topic = "request_refund"
+    form_slots = ("refund_reason", "refund_amount")
 
     def name(self) -> str:
         return "action_submit_refund"

@@ -15,7 +15,7 @@ import re
 from functools import lru_cache
 from typing import Any, Dict, List
 
-from rasa_sdk import Action, FormValidationAction, Tracker
+from rasa_sdk import Action, Tracker
 from rasa_sdk.events import SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from actions.accounts import NUMBER_ATTEMPTS, READY_SLOT
 from actions.common import language
+from actions.forms import LimitedValidation, gave_up
 from actions.shop import (
     audit,
     identity_of,
@@ -108,7 +109,7 @@ class ActionAskTicketContact(Action):
         return []
 
 
-class ValidateTicketForm(FormValidationAction):
+class ValidateTicketForm(LimitedValidation):
     def name(self) -> str:
         return "validate_ticket_form"
 
@@ -169,6 +170,8 @@ class ActionCreateTicket(Action):
     async def run(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> List[Dict[str, Any]]:
+        if gave_up(tracker, ["ticket_message", "ticket_contact"]):
+            return [SlotSet("ticket_message", None), SlotSet("ticket_contact", None)]
         created: Dict[str, str] | None = None
         try:
             for attempt in range(NUMBER_ATTEMPTS):

@@ -96,6 +96,14 @@ CONNECTORS = {
     "zh": ["，", "，顺便问下", "，另外", "。还有", " "],
     "en": [" and ", ". Also, ", ", plus ", "? "],
 }
+FORM_ANSWERS = {
+    "zh": ["{phone}", "+86 {phone}", "{code}", "北京市朝阳区建国路 88 号 3 单元 501",
+           "{amount}元", "¥{amount}", "全额", "收到的东西是坏的", "张三 {phone}",
+           "test@example.com", "杭州西湖区文三路 90 号"],
+    "en": ["{phone}", "{code}", "Flat 5, 12 Nanjing Road, Shanghai 200001", "${amount}",
+           "{amount}", "full refund", "it arrived broken", "jane@example.com",
+           "my number is {phone}"],
+}
 # What a form says when it ends without its answer (bot.policies.dialogue).
 FORM_ENDED = {"utter_task_let_go", "utter_task_stopped"}
 _TEMPLATE = re.compile(r"\{[A-Za-z_]+\}|\bNone\b")
@@ -199,8 +207,15 @@ class Customers:
         rng = self.rng
         roll = rng.random()
         customer = rng.random() < 0.85
-        if roll < 0.52:
+        if roll < 0.46:
             return Step("example", self.example(language), language, customer)
+        if roll < 0.52:
+            # What the shop's forms ask for: a phone, a code, an address, an amount, an email.
+            answer = rng.choice(FORM_ANSWERS[language])
+            return Step("form_answer", answer.format(
+                phone=f"1{rng.choice('3589')}{rng.randint(0, 10**9 - 1):09d}",
+                code=f"{rng.randint(0, 999_999):06d}", amount=rng.choice(["9.9", "50", "500"]),
+            ), language, customer)
         if roll < 0.60:
             return Step("click", language=language, customer=customer)
         if roll < 0.66:

@@ -84,25 +84,37 @@ def test_a_verified_app_customer_gets_answers_in_english(
 
 
 @pytest.mark.parametrize(
-    ("identity", "text", "language"),
+    ("identity", "text", "language", "told"),
     [
-        (STRANGER, "我的余额是多少", "zh"),
-        (None, "how many points do I have", "en"),  # an anonymous web visitor
-        ({**DEMO_ZH, "subject": "demo-zh-not-bound"}, "show me my account details", "en"),
+        # A WeChat follower or web visitor may verify with a code sent to the phone.
+        (STRANGER, "我的余额是多少", "zh", "utter_account_not_verified_bind"),
+        (None, "how many points do I have", "en", "utter_account_not_verified_bind"),
+        # A host-site login no account knows: a person can sort it out.
+        ({**DEMO_ZH, "subject": "demo-zh-not-bound"}, "show me my account details", "en",
+         "utter_account_not_bound"),
     ],
 )
 def test_nobody_else_learns_anything_about_an_account(
-    dialogue_agent: Any, shop_url: str, identity: dict | None, text: str, language: str
+    dialogue_agent: Any, shop_url: str, identity: dict | None, text: str, language: str,
+    told: str,
 ) -> None:
     chat = Chat(dialogue_agent, identity=identity)
     reply = chat.say(text)
-    assert [m["utter_action"] for m in reply] == ["utter_account_not_verified"]
+    assert [m["utter_action"] for m in reply] == [told]
     assert message_language(texts(reply)) == language
     assert not re.search(r"¥|\d{3}\*+\d{4}", texts(reply))
     if identity is not None:
         refused = audit_trail(shop_url, identity["subject"])
         assert refused and refused[-1][0].endswith("_refused_unverified")
         assert refused[-1][1] is None
+
+
+def test_without_an_identity_of_their_own_a_caller_is_told_to_log_in(
+    dialogue_agent: Any,
+) -> None:
+    reply = Chat(dialogue_agent, customer=False).say("我的积分有多少")
+    assert [m["utter_action"] for m in reply] == ["utter_account_not_verified"]
+    assert "登录" in texts(reply)
 
 
 def test_a_typed_identity_is_not_an_identity(dialogue_agent: Any) -> None:

@@ -61,8 +61,9 @@ def test_a_refund_asked_for_while_the_status_form_asks_switches_to_the_refund(
 def test_the_order_number_carries_over_to_the_next_task(chat: Chat) -> None:
     chat.say(f"where is my order {ORDER}")
     cancelled = chat.say("actually I want to cancel it")
-    assert [m["utter_action"] for m in cancelled] == ["utter_order_not_verified"]
-    assert ORDER in texts(cancelled)
+    # Not asked for the number again; a visitor is offered to verify first.
+    assert [m["utter_action"] for m in cancelled] == ["utter_account_not_verified_bind"]
+    assert chat.tracker.get_slot("order_id") == ORDER
 
 
 @pytest.mark.parametrize(
@@ -70,8 +71,8 @@ def test_the_order_number_carries_over_to_the_next_task(chat: Chat) -> None:
     [
         ("我要取消订单", "转人工", ["utter_handoff_unavailable"]),
         ("cancel my order", "can I talk to a real person", ["utter_handoff_unavailable"]),
-        ("我的订单到哪了", "我的钱包余额是多少", ["utter_account_not_verified"]),
-        ("where's my parcel", "how many points do I have", ["utter_account_not_verified"]),
+        ("我的订单到哪了", "我的钱包余额是多少", ["utter_account_not_verified_bind"]),
+        ("where's my parcel", "how many points do I have", ["utter_account_not_verified_bind"]),
         ("我要退款", "你们的快递员态度太差了 我要投诉", ["utter_complain"]),
         ("track my order please", "I forgot my password", ["utter_reset_password"]),
     ],
@@ -151,7 +152,8 @@ def test_a_language_switch_inside_a_chinese_form_gets_english(chat: Chat) -> Non
     reply = chat.say("sorry, English please. where is my parcel")
     assert reply and languages(reply) == {"en"}
     answered = chat.say(ORDER)
-    assert languages(answered) == {"en"} and ORDER in texts(answered)
+    assert [m["utter_action"] for m in answered] == ["utter_account_not_verified_bind"]
+    assert languages(answered) == {"en"} and chat.tracker.get_slot("order_id") == ORDER
 
 
 # --- fallback ---------------------------------------------------------------------------
@@ -289,7 +291,7 @@ def test_several_requests_in_one_message_are_answered_in_order(chat: Chat) -> No
     assert [line["text"] for line in lines if line["sender"] == "customer"] == [text]
     # The order number then answers the order question.
     answered = chat.say(ORDER)
-    assert [m["utter_action"] for m in answered] == ["utter_order_not_verified"]
+    assert [m["utter_action"] for m in answered] == ["utter_account_not_verified_bind"]
 
 
 @pytest.mark.parametrize(
@@ -307,7 +309,7 @@ def test_several_requests_in_one_message_are_answered_in_order(chat: Chat) -> No
         ),
         (
             "how much is shipping? also what's my wallet balance",
-            ["utter_faq/shipping_fee", "utter_account_not_verified"],
+            ["utter_faq/shipping_fee", "utter_account_not_verified_bind"],
             "en",
         ),
         (
@@ -327,3 +329,16 @@ def test_two_requests_understood_by_nlu_are_both_answered_in_order(
 
 def test_one_request_with_a_greeting_is_one_request(chat: Chat) -> None:
     assert chat.actions("你好，我的订单到哪了") == ["utter_ask_order_id"]
+
+
+def test_an_out_of_scope_message_after_the_rephrase_question_ends_the_fallback(
+    chat: Chat,
+) -> None:
+    (asked,) = chat.say("acqofpcvkqwxcfcbqvzqc")
+    assert asked["utter_action"] == "utter_did_you_mean"
+    # "Something else": Rasa's fallback asks to rephrase.
+    assert chat.actions(asked["buttons"][-1]["payload"]) == ["utter_ask_rephrase"]
+    # Out of scope again: not "say it another way" forever, but what the bot can do.
+    assert chat.actions("what time is it") == ["utter_out_of_scope"]
+    assert chat.tracker.active_loop_name is None
+    assert chat.actions("what time is it") == ["utter_out_of_scope"]

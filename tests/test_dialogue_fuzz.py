@@ -53,7 +53,7 @@ def test_random_conversations_keep_the_invariant(dialogue_agent: Any, shop_url: 
     # Every kind of customer turn was tried.
     kinds = {
         "example", "click", "number", "order_id", "wrong_number", "emoji",
-        "payload", "two_requests", "long", "gibberish",
+        "payload", "two_requests", "long", "gibberish", "form_answer",
     }
     assert kinds <= set(result.by_kind)
     # Logged-in customers' account look-ups ran against the database.

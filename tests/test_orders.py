@@ -73,9 +73,14 @@ def test_someone_elses_order_reveals_nothing(dialogue_agent: Any, shop_url: str)
 
 
 def test_an_unverified_customer_is_told_how_to_verify(dialogue_agent: Any) -> None:
-    answer = Chat(dialogue_agent).say("where is my order JM202611250001")
+    # Without an identity of its own (a REST caller): log in; the number echoed.
+    answer = Chat(dialogue_agent, customer=False).say("where is my order JM202611250001")
     assert [m["utter_action"] for m in answer] == ["utter_order_not_verified"]
     assert "JM202611250001" in texts(answer) and "log in" in texts(answer)
+    # A web visitor: offered to verify with a code.
+    answer = Chat(dialogue_agent).say("where is my order JM202611250001")
+    assert [m["utter_action"] for m in answer] == ["utter_account_not_verified_bind"]
+    assert answer[0]["buttons"][0]["payload"] == "/bind_account"
 
 
 def test_a_verified_customer_picks_from_their_recent_orders(

@@ -96,3 +96,15 @@ def test_bye_before_writing_anything_leaves_no_ticket(dialogue_agent: Any, shop_
     with database.session(shop_url) as session:
         assert session.scalars(select(Ticket).where(Ticket.conversation_id == chat.sender)).all() \
             == []
+
+
+def test_two_contacts_that_wont_do_and_the_form_lets_go(dialogue_agent: Any, shop_url: str) -> None:
+    chat = Chat(dialogue_agent, identity=visitor())
+    chat.say("I'd like to leave a message")
+    chat.say("Do you ship to Macau?")
+    assert said(chat.say("12345")) == ["utter_invalid_contact", "utter_ask_ticket_contact"]
+    assert said(chat.say("abc")) == ["utter_invalid_contact", "utter_task_let_go"]
+    assert chat.tracker.active_loop_name is None
+    with database.session(shop_url) as session:
+        assert session.scalars(select(Ticket).where(Ticket.conversation_id == chat.sender)).all() \
+            == []

@@ -52,6 +52,7 @@ from bot.policies.turn import Turn, read_turn
 logger = logging.getLogger(__name__)
 
 RULES = "rules"
+OUT_OF_SCOPE = "out_of_scope"
 # Below this NLU confidence an intent's usual first action is not taken on its
 # own authority (the two-stage fallback asks "did you mean…?" instead).
 UNDERSTOOD = 0.5
@@ -87,6 +88,8 @@ class DialoguePolicy(RulePolicy):
             "switch_action": "action_switch_task",
             "next_request_action": "action_next_request",
             "trouble_action": "utter_technical_trouble",
+            # What the two-stage fallback's rephrase question says.
+            "rephrase_response": "utter_ask_rephrase",
             # Custom actions that always answer and always return an event (e.g.
             # a slot): one that returned nothing failed (the action server is
             # down), and in `rasa test`, where actions don't run, the event in
@@ -133,9 +136,27 @@ class DialoguePolicy(RulePolicy):
         if tracker.latest_action_name in self._replaying_actions():
             return self._decide(domain, ACTION_LISTEN_NAME)
         form = turn.loop_at_user
+        if form == ACTION_TWO_STAGE_FALLBACK_NAME:
+            return self._inside_fallback(tracker, domain, turn)
         if form is None or form not in domain.form_names:
             return None
         return self._inside_form(tracker, domain, turn, form)
+
+    def _inside_fallback(
+        self, tracker: DialogueStateTracker, domain: Domain, turn: Turn
+    ) -> PolicyPrediction | None:
+        """Rasa's two-stage fallback reads out_of_scope as "none of these" and asks
+        to rephrase; after the rephrase question, one more out_of_scope message
+        would be asked to rephrase again, without end. That message is out of
+        scope: the fallback ends and the bot says what it can do."""
+        starts = self._first_action(OUT_OF_SCOPE, domain)
+        if (
+            turn.intent != OUT_OF_SCOPE
+            or turn.said_before != self.config["rephrase_response"]
+            or starts is None
+        ):
+            return None
+        return self._follow([ACTION_DEACTIVATE_LOOP_NAME, starts], tracker, domain, turn)
 
     def _inside_form(
         self, tracker: DialogueStateTracker, domain: Domain, turn: Turn, form: str
@@ -151,6 +172,14 @@ class DialoguePolicy(RulePolicy):
             "DialoguePolicy: inside %s (asked %s times), plan %s, done %s",
             form, turn.asks_at_user, plan, done,
         )
+        return self._follow(plan, tracker, domain, turn, form)
+
+    def _follow(
+        self, plan: List[str], tracker: DialogueStateTracker, domain: Domain, turn: Turn,
+        form: str | None = None,
+    ) -> PolicyPrediction | None:
+        """The next step of `plan` for this turn, given the actions done so far."""
+        done = turn.actions
         if plan[: len(done)] != done:
             return None  # not our plan (e.g. the form ran after all): rules decide
         if len(done) == len(plan):
@@ -158,7 +187,7 @@ class DialoguePolicy(RulePolicy):
                 self._decide(domain, ACTION_LISTEN_NAME), tracker, domain, turn
             )
         step = plan[len(done)]
-        events = [LoopInterrupted(True)] if step == form and not done else None
+        events = [LoopInterrupted(True)] if form and step == form and not done else None
         return self._decide(domain, step, no_user=True, events=events)
 
     def _plan_inside_form(self, domain: Domain, turn: Turn, form: str) -> List[str]:

@@ -60,6 +60,8 @@ class Turn:
     message: UserUttered | None = None
     # Request parts of `message` injected so far.
     parts_injected: int = 0
+    # The response the bot said last before the message (its question, say).
+    said_before: str | None = None
 
     @property
     def intent(self) -> str | None:
@@ -164,6 +166,11 @@ def read_turn(tracker: DialogueStateTracker) -> Turn:
     turn.loop_at_user, turn.slot_at_user, turn.asks_at_user = _loop_state(before)
     turn.slots_at_user = {e.key: e.value for e in before if isinstance(e, SlotSet)}
     turn.message, turn.parts_injected = _source_message(events[: user_index + 1])
+    turn.said_before = next(
+        ((e.metadata or {}).get("utter_action") for e in reversed(before)
+         if isinstance(e, BotUttered)),
+        None,
+    )
     return turn
 
 

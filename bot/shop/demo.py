@@ -217,7 +217,7 @@ def seed(session: Session, seed: int = SEED, extra_customers: int = 40,
     demo_zh = session.get(Customer, seeded.demo["zh"])
     session.add(Ticket(
         id=f"TK{maker.now:%Y%m%d}0001", customer_id=demo_zh.id,
-        conversation_id="web:demo-zh", channel="web", contact=demo_zh.phone,
+        conversation_id="web:u-demo-zh", channel="web", contact=demo_zh.phone,
         message="想问下龙井有没有礼盒装", language="zh", status="open",
         created_at=maker.now - dt.timedelta(days=2),
     ))

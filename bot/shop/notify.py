@@ -28,6 +28,12 @@ TEXTS: Dict[str, Dict[str, str]] = {
         "en": "[Jade Mart] Your password reset code is {code}, valid for {minutes} minutes. "
         "Never share it with anyone; our staff will never ask for it.",
     },
+    "bind": {
+        "zh": "【青玉商城】您正在把聊天账号关联到青玉商城账户，验证码 {code}，"
+        "{minutes} 分钟内有效。如果不是您本人操作，请忽略本短信。",
+        "en": "[Jade Mart] Your code to link a chat to your Jade Mart account is {code}, valid "
+        "for {minutes} minutes. If this wasn't you, ignore this message.",
+    },
 }
 
 
