@@ -18,6 +18,7 @@ from actions.shop import mask_phone
 from bot.nlu.language import message_language
 from bot.shop import database
 from bot.shop.schema import AuditRecord, Identity, VerificationCode
+from tests.conftest import ROOT
 from tests.conversations import Chat
 from tests.shop_customers import fresh_customer, new_phone
 from tests.test_accounts import texts
@@ -165,3 +166,18 @@ def test_who_cant_or_neednt_bind_is_told_so(dialogue_agent: Any, shop_url: str) 
     me = follower()
     fresh_customer(shop_url, me["channel"], me["subject"], "zh")
     assert said(Chat(dialogue_agent, identity=me).say("绑定账号")) == ["utter_bind_already"]
+
+
+def test_the_readmes_unbound_demo_customer_binds_with_their_phone(
+    dialogue_agent: Any, shop_url: str, action_var_dir: Path
+) -> None:
+    from bot.shop.demo import DEMO_CUSTOMERS
+
+    (unbound,) = [d for d in DEMO_CUSTOMERS if d.key == "unbound"]
+    assert unbound.phone in (ROOT / "README.md").read_text(encoding="utf-8")
+    chat = Chat(dialogue_agent, identity=follower())
+    chat.say("绑定账号")
+    chat.say(unbound.phone)
+    code = code_in(sms_to(action_var_dir, unbound.phone)[-1])
+    assert said(chat.say(code)) == ["utter_bind_done"]
+    assert said(chat.say("我有多少积分")) == ["utter_points"]

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import random
+import re
 import time
 import uuid
 from typing import Any, Awaitable, Protocol
@@ -574,3 +576,34 @@ async def test_two_requests_in_one_message_are_answered_in_order(
     ]
     places = [reply.find(text) for text in expected]
     assert -1 not in places and places == sorted(places), reply
+
+
+# --- WeChat: an unverified follower binds with a code, then sees their account ------------
+
+
+@pytest.mark.asyncio
+async def test_a_wechat_follower_binds_with_a_code_and_gets_their_points(
+    service: Service, wechat_api: FakeWeChatAPI
+) -> None:
+    from actions.shop import mask_phone
+    from bot.shop.demo import DEMO_CUSTOMERS
+
+    (unbound,) = [d for d in DEMO_CUSTOMERS if d.key == "unbound"]
+    customer = WeChatCustomer(service, wechat_api)
+    offer = (await customer.say("我有多少积分"))[0]["text"]
+    assert offer.startswith(response("utter_account_not_verified_bind", "zh")), offer
+    assert last_options(offer) == ["验证手机号", "转人工"]
+    assert (await customer.say("1"))[0]["text"] == response("utter_ask_bind_phone", "zh")
+    sent = [m["text"] for m in await customer.say(unbound.phone)]
+    masked = mask_phone(unbound.phone)
+    # One passive reply holds both messages: "sent, if it's an account's" and the question.
+    assert sent[0].startswith(response("utter_bind_code_sent", "zh", phone=masked, minutes="5"))
+    assert sent[0].endswith(response("utter_ask_bind_code", "zh"))
+    assert unbound.phone not in "".join(sent)
+    log = service.var_dir / "log" / "sms.log"
+    (line,) = [json.loads(x) for x in log.read_text().splitlines() if masked in x]
+    code = re.search(r"\b(\d{6})\b", line["text"]).group(1)  # type: ignore[union-attr]
+    done = (await customer.say(code))[0]["text"]
+    assert done.startswith("验证成功"), done
+    points = (await customer.say("我有多少积分"))[0]["text"]
+    assert "120" in points and "普通会员" in points, points

@@ -124,6 +124,9 @@ class DialoguePolicy(RulePolicy):
     ) -> PolicyPrediction | None:
         if turn.user is None:
             return None
+        if self.config["trouble_action"] in turn.actions:
+            # Apologised once: a form whose action server is away would only fail again.
+            return self._decide(domain, ACTION_LISTEN_NAME)
         if self._action_failed(turn, domain):
             # A form, a task switch or a speaking action always returns events; none means the call
             # failed (action server unreachable) and its work is lost. Say so rather

@@ -56,15 +56,17 @@ class DemoCustomer:
     points: int
     # channel -> subject (web: the host site's user id; app: the customer id)
     identities: Dict[str, str] = field(default_factory=dict)
+    # Fixed, so the README can tell whose phone to verify with.
+    phone: str = ""
 
 
 DEMO_CUSTOMERS: Sequence[DemoCustomer] = (
     DemoCustomer("zh", "zh", "gold", 128_650, 3_260,
-                 {"web": "demo-zh", "app": "app-demo-zh"}),
+                 {"web": "demo-zh", "app": "app-demo-zh"}, phone="13800000001"),
     DemoCustomer("en", "en", "silver", 45_000, 820,
-                 {"web": "demo-en", "app": "app-demo-en"}),
+                 {"web": "demo-en", "app": "app-demo-en"}, phone="13800000002"),
     # Has an account and a phone but no channel bound yet: binds with a code.
-    DemoCustomer("unbound", "zh", "regular", 0, 120, {}),
+    DemoCustomer("unbound", "zh", "regular", 0, 120, {}, phone="13800000003"),
 )
 
 
@@ -180,6 +182,8 @@ def seed(session: Session, seed: int = SEED, extra_customers: int = 40,
 
     for demo in DEMO_CUSTOMERS:
         customer = maker.customer(demo.language, demo.level, demo.wallet_cents, demo.points, 400)
+        if demo.phone:
+            customer.phone = customer.addresses[0].phone = demo.phone
         for channel, subject in demo.identities.items():
             customer.identities.append(Identity(channel=channel, subject=subject, bound_by="seed"))
         # One order in every state, newest first in the customer's list.
