@@ -36,6 +36,7 @@ INTENT_LABELS: Dict[str, Tuple[str, str]] = {
     "refund_status": ("查询退款进度", "Refund progress"),
     "reset_password": ("重置密码 / 无法登录", "Resetting your password"),
     "update_address": ("修改收货地址", "Changing an address"),
+    "bind_account": ("验证手机号、绑定账户", "Verifying your phone"),
 }
 
 # faq/<key> -> (zh label, en label, zh question, en question)

@@ -177,7 +177,15 @@ def app_customer(pg: Setup, language: str) -> tuple[Chat, dict[str, Any]]:
 def test_the_shop_actions_on_postgresql(pg: Setup) -> None:
     assert said(Chat(pg.agent, identity=DEMO_ZH).say("我的余额")) == ["utter_balance"]
     assert said(Chat(pg.agent, identity=DEMO_EN).say("how many points")) == ["utter_points"]
+    assert said(Chat(pg.agent, identity=DEMO_EN).say("show me my account details")) == [
+        "utter_account_info"]
+    assert said(Chat(pg.agent, identity=DEMO_ZH).say("忘记密码了怎么办")) == [
+        "utter_reset_code_sent"]
     chat, me = app_customer(pg, "en")
+    assert said(chat.say(f"where is my order {me['orders']['in_transit']}")) == [
+        "utter_order_status_in_transit"]
+    assert said(chat.say(f"where is my refund for {me['orders']['refunded']}")) == [
+        "utter_refund_status_none"]
     # A refund.
     chat.say(f"refund {me['orders']['delivered']}")
     chat.say('/inform{"refund_reason": "quality"}')
