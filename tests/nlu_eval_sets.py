@@ -84,7 +84,7 @@ def out_of_scope_messages(
 REQUEST_INTENTS = {
     "faq", "order_status", "cancel_order", "request_refund", "refund_status", "check_balance",
     "check_points", "account_info", "reset_password", "update_address", "leave_message",
-    "human_handoff", "complain", "bot_challenge",
+    "human_handoff", "complain", "bot_challenge", "bind_account",
 }
 CONNECTORS = {
     "zh": ["{a}，另外{b}", "{a} 顺便问下{b}", "{a}。还有{b}", "{a}，再问一下{b}", "{a}！{b}"],

@@ -107,7 +107,7 @@ class LinearIntentClassifier(GraphComponent, IntentClassifier):
                 "faq", "order_status", "cancel_order", "request_refund", "refund_status",
                 "check_balance", "check_points", "account_info", "reset_password",
                 "update_address", "leave_message", "human_handoff", "complain",
-                "bot_challenge",
+                "bot_challenge", "bind_account",
             ],
             "request_threshold": 0.8,
         }
