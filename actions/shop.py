@@ -18,6 +18,7 @@ from rasa_sdk import Tracker
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from bot.privacy import mask_phone_number
 from bot.settings import get_settings
 from bot.shop import database
 from bot.shop.schema import AuditRecord, Customer, Identity
@@ -95,11 +96,9 @@ async def in_thread(work: Callable[[], T]) -> T:
 
 
 def mask_phone(phone: str) -> str:
-    """138****5678: enough for the owner to recognise, useless to anyone else."""
-    digits = phone[-11:] if len(phone) >= 11 else phone
-    if len(digits) < 7:
-        return "*" * len(digits)
-    return f"{digits[:3]}{'*' * (len(digits) - 7)}{digits[-4:]}"
+    """138****5678: enough for the owner to recognise, useless to anyone else (the
+    same masking the logs use)."""
+    return mask_phone_number(phone)
 
 
 def mask_email(email: str | None) -> str:

@@ -172,8 +172,8 @@ def mask_personal_data(text: str) -> str:
 def mask_phone_number(phone: str) -> str:
     """A field known to hold a phone number, any country: 138****5678.
 
-    The same as the actions show customers (actions.shop.mask_phone): the last
-    11 digits, first 3 and last 4 kept.
+    What the actions show customers too (actions.shop.mask_phone): the last 11
+    digits, first 3 and last 4 kept.
     """
     digits = _digits(phone)[-11:]
     if len(digits) < 7:
