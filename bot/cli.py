@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 from bot.privacy import install_log_masking
 from bot.redis_server import EmbeddedRedis, RedisUnavailable, free_port, mask_url, ping_url
-from bot.settings import Settings, credential_variables, get_settings
+from bot.settings import Settings, get_settings
 from bot.supervisor import (
     ChildSpec,
     ReadyCheck,
@@ -38,6 +38,7 @@ from bot.training import (
     latest_model,
     model_is_current,
 )
+from connectors.credentials import credential_variables
 
 REST_WEBHOOK = "/webhooks/rest/webhook"
 # Every Python child masks personal data in what it logs (bot.privacy) from its

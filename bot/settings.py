@@ -8,7 +8,6 @@ means and what its default is.
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -87,11 +86,3 @@ def get_settings() -> Settings:
     )
 
 
-def credential_variables(credentials_file: Path) -> list[str]:
-    """The ${VAR} names credentials.yml reads from the environment, in order.
-
-    Rasa refuses an unset one; `bot run` and `connectors.push` give each a
-    value (empty switches that part of a channel off).
-    """
-    text = credentials_file.read_text(encoding="utf-8") if credentials_file.is_file() else ""
-    return list(dict.fromkeys(re.findall(r"\$\{(\w+)\}", text)))

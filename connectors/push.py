@@ -33,7 +33,7 @@ from rasa.core.channels.channel import InputChannel, OutputChannel
 from rasa.shared.utils.common import class_from_module_path
 from rasa.shared.utils.io import read_config_file
 
-from bot.settings import credential_variables
+from connectors.credentials import credential_variables
 from connectors.identity import split_conversation_id
 
 logger = logging.getLogger(__name__)

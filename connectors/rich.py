@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from bot.nlu.language import detect_language
+from connectors.text import detect_language
 
 _NUMBER = re.compile(r"^\s*([0-9０-９]{1,2})\s*[.。、)）]?\s*$")
 _HINT = {"zh": "回复数字即可选择。", "en": "Reply with a number to choose."}

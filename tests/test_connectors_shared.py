@@ -153,3 +153,21 @@ def test_each_event_loop_gets_its_own_working_redis_client(
     # still get a client that works on it.
     results = [run(use()) for _ in range(5)]
     assert all(ok for _, ok in results)
+
+
+def test_channels_import_nothing_from_the_service() -> None:
+    """connectors/ is imported by the service (bot/), never the other way round
+    (DESIGN.md): a channel must run wherever Rasa loads it."""
+    import ast
+
+    root = Path(__file__).resolve().parent.parent / "connectors"
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            found += [f"{path.name}: {n}" for n in names if n == "bot" or n.startswith("bot.")]
+    assert found == []

@@ -1,11 +1,6 @@
-"""Detects whether a message is Chinese or English.
-
-Mixed messages go by their dominant script, counted in words: a Chinese word
-averages about 1.5 characters, so "我的order到哪了" (about 4 Chinese words, one
-English) is Chinese and "where is my 订单" is English. Messages with no words
-at all (an order number, an emoji) have no language, and the conversation
-keeps the one it had.
-"""
+"""The NLU component that puts the message's language (zh, en or none) into the
+parse data. The detection itself is in connectors.text, which the channels use
+too."""
 
 from __future__ import annotations
 
@@ -19,35 +14,12 @@ from rasa.shared.nlu.constants import TEXT
 from rasa.shared.nlu.training_data.message import Message
 from rasa.shared.nlu.training_data.training_data import TrainingData
 
-from bot.nlu.scripts import is_latin_word, runs
+from connectors.text import LANGUAGES, detect_language, message_language
 
-LANGUAGES = ("zh", "en")
 # Message property (and parse-data key) that holds the detected language.
 LANGUAGE_KEY = "language"
-_CHARS_PER_CHINESE_WORD = 1.5
 
-
-def detect_language(text: str) -> str | None:
-    """Return "zh", "en", or None when the text has no words to go by."""
-    han_chars = 0
-    latin_words = 0
-    for run in runs(text):
-        if run.kind == "han":
-            han_chars += len(run.text)
-        elif is_latin_word(run):
-            latin_words += 1
-    zh_words = han_chars / _CHARS_PER_CHINESE_WORD
-    if zh_words == 0 and latin_words == 0:
-        return None
-    # A tie goes to Chinese: "我要refund" style messages come from Chinese speakers.
-    return "zh" if zh_words >= latin_words else "en"
-
-
-def message_language(text: str) -> str | None:
-    """Language of a user message; None for button payloads such as "/affirm"."""
-    if text.startswith("/"):
-        return None
-    return detect_language(text)
+__all__ = ["LANGUAGES", "LANGUAGE_KEY", "LanguageDetector", "detect_language", "message_language"]
 
 
 @DefaultV1Recipe.register(

@@ -20,7 +20,7 @@ from rasa.engine.storage.storage import ModelStorage
 from rasa.nlu.tokenizers.tokenizer import Token, Tokenizer
 from rasa.shared.nlu.training_data.message import Message
 
-from bot.nlu.scripts import runs
+from connectors.text import runs
 
 # Shop vocabulary jieba doesn't know (青玉钱包, 转人工, 价保…), so they stay whole.
 SHOP_WORDS = Path(__file__).with_name("shop_words.txt")
