@@ -557,7 +557,7 @@ def cmd_wechat_menu(args: argparse.Namespace) -> int:
 
     with warnings.catch_warnings():  # Rasa's imports warn about pkg_resources
         warnings.simplefilter("ignore", DeprecationWarning)
-        from connectors.wechat_menu import MenuError, publish_menu
+        from connectors.wechat.menu import MenuError, publish_menu
 
     root = get_settings().root
     try:

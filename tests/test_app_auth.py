@@ -16,9 +16,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from connectors.app import AppInput
-from connectors.app_auth import BadToken, JwtVerifier, bearer_token
-from connectors.app_outbox import BadCursor, check_since
+from connectors.app.auth import BadToken, JwtVerifier, bearer_token
+from connectors.app.channel import AppInput
+from connectors.app.outbox import BadCursor, check_since
 
 # Long enough for HS512 too (64 bytes), so the wrong-algorithm test is about the algorithm.
 SECRET = "an-hmac-shared-secret-" + "0123456789abcdef" * 3

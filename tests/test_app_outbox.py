@@ -14,8 +14,8 @@ from typing import Any, Iterator
 import pytest
 import websockets
 
-from connectors.app import AppInput
-from connectors.app_outbox import AppOutput
+from connectors.app.channel import AppInput
+from connectors.app.outbox import AppOutput
 from tests.app_client import (
     app_token,
     bearer,

@@ -9,7 +9,7 @@ from pathlib import Path
 import jwt
 import pytest
 
-from connectors.web_identity import (
+from connectors.web.identity import (
     IdentityRefused,
     SessionTokens,
     host_user_claim,
@@ -144,7 +144,7 @@ def test_a_host_user_is_their_own_id_to_the_shop_in_a_conversation_of_their_own(
 
 def test_demo_logins_sign_exactly_the_demo_customers_web_ids() -> None:
     from bot.shop.demo import DEMO_CUSTOMERS
-    from connectors.web_pages import DEMO_USER_IDS
+    from connectors.web.pages import DEMO_USER_IDS
 
     bound = tuple(c.identities["web"] for c in DEMO_CUSTOMERS if "web" in c.identities)
     assert DEMO_USER_IDS == bound == ("demo-zh", "demo-en")
@@ -155,7 +155,7 @@ def test_demo_logins_switch(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
     them on and no WEB_IDENTITY_SECRET, `bot run` gives Rasa one kept under var/."""
     from bot import settings
     from bot.cli import channel_env
-    from connectors.web import WebInput
+    from connectors.web.channel import WebInput
 
     assert WebInput.from_credentials({}).demo_logins is True
     for value, on in [("", True), ("1", True), ("on", True), ("0", False), ("off", False),

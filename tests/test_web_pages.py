@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from connectors.web_identity import user_hash, verify_host_user
+from connectors.web.identity import user_hash, verify_host_user
 from tests.conftest import WEB_IDENTITY_SECRET, Service
 
 pytestmark = pytest.mark.slow

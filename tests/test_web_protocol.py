@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from connectors.web import (
+from connectors.web.channel import (
     RequestRefused,
     _InOrder,
     origin_checker,

@@ -11,7 +11,7 @@ import asyncio
 import jwt
 import pytest
 
-from connectors.web_identity import user_hash
+from connectors.web.identity import user_hash
 from tests.conftest import (
     SYSTEM_REDIS_URL,
     WEB_IDENTITY_SECRET,

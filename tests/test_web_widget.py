@@ -24,8 +24,8 @@ from typing import Any, Iterator
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from connectors.web_identity import user_hash
-from connectors.web_pages import DEMO_PAGE
+from connectors.web.identity import user_hash
+from connectors.web.pages import DEMO_PAGE
 from tests.conftest import ROOT, WEB_IDENTITY_SECRET, Service
 from tests.web_client import (
     append_bot_events,

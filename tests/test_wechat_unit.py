@@ -24,9 +24,9 @@ from redis import asyncio as aioredis
 from wechatpy.crypto import WeChatCrypto
 
 from connectors.push import DELIVERY_FAILURES_STREAM, DeliveryFailed, PushError, read_credentials
-from connectors.wechat import Claims, WeChatConfig, WeChatInput, media_details, media_text
-from connectors.wechat_api import SharedTokenClient
-from connectors.wechat_inbound import (
+from connectors.wechat.api import SharedTokenClient
+from connectors.wechat.channel import Claims, WeChatConfig, WeChatInput, media_details, media_text
+from connectors.wechat.inbound import (
     MAX_BODY_BYTES,
     Refused,
     read_message,
@@ -35,8 +35,8 @@ from connectors.wechat_inbound import (
     signature_ok,
     verify_url,
 )
-from connectors.wechat_menu import CREDENTIALS_KEY, MenuError, check_menu, load_menu, publish_menu
-from connectors.wechat_output import WeChatOutput, render_turn, split_text
+from connectors.wechat.menu import CREDENTIALS_KEY, MenuError, check_menu, load_menu, publish_menu
+from connectors.wechat.output import WeChatOutput, render_turn, split_text
 from tests.channel_server import serve_channel
 from tests.conftest import ROOT, SYSTEM_REDIS_URL
 from tests.fake_wechat import (
@@ -316,7 +316,7 @@ def test_an_unconfigured_webhook_answers_503_and_says_so_once(
         answers = asyncio.run(scenario())
     reason = "the WeChat channel is not configured (set WECHAT_APP_ID, WECHAT_APP_SECRET)"
     assert answers == [(503, reason), (503, reason)]
-    said = [r.getMessage() for r in caplog.records if r.name == "connectors.wechat"]
+    said = [r.getMessage() for r in caplog.records if r.name == "connectors.wechat.channel"]
     assert said == [f"{reason}; its webhook answers 503"]
 
 

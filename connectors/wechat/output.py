@@ -19,7 +19,7 @@ from connectors.clients import get_redis
 from connectors.identity import BadConversationId, split_conversation_id
 from connectors.push import DeliveryFailed, PushError, record_delivery_failure
 from connectors.rich import as_text
-from connectors.wechat_api import WeChatAPI
+from connectors.wechat.api import WeChatAPI
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from sanic import Blueprint, Sanic, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
 
-from connectors.web_identity import user_hash
+from connectors.web.identity import user_hash
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 DEMO_PAGE = STATIC_DIR / "demo.html"

@@ -11,7 +11,7 @@ messages} after session_confirm, `typing` {typing} while the bot works,
 `customer_uttered` {text} (what the customer typed in another tab) and
 `error` {code, message} when a request is refused.
 
-Identity (connectors.web_identity): the session id is a token the server
+Identity (connectors.web.identity): the session id is a token the server
 signed; a host-site user proves who they are with an HMAC (in the connect
 `auth` or in session_request). The conversation id ("web:v-<visitor>" or
 "web:u-<user>") is kept server-side in the socket's session, and a
@@ -47,7 +47,7 @@ from connectors.clients import PerLoop, get_redis, redis_url
 from connectors.history import transcript
 from connectors.limits import Limits, RateLimiter
 from connectors.notices import notice
-from connectors.web_identity import (
+from connectors.web.identity import (
     DEFAULT_TOKEN_DAYS,
     IdentityRefused,
     SessionTokens,
@@ -55,7 +55,7 @@ from connectors.web_identity import (
     host_user_claim,
     verify_host_user,
 )
-from connectors.web_pages import (
+from connectors.web.pages import (
     add_demo_login_routes,
     add_static_routes,
     parse_switch,
@@ -450,7 +450,7 @@ class WebInput(InputChannel):
         self.allowed_origins = allowed_origins or []
         self.limits = limits or Limits()
         self.token_days = token_days
-        # The demo page's "log in as" a demo customer (connectors.web_pages).
+        # The demo page's "log in as" a demo customer (connectors.web.pages).
         self.demo_logins = demo_logins
         self.server: WebSocketServer | None = None
         self._pusher: WebOutput | None = None

@@ -17,8 +17,8 @@ import yaml
 from wechatpy.exceptions import WeChatClientException
 
 from connectors.push import read_credentials
-from connectors.wechat import WeChatConfig
-from connectors.wechat_api import SharedTokenClient, WeChatAPI
+from connectors.wechat.api import SharedTokenClient, WeChatAPI
+from connectors.wechat.channel import WeChatConfig
 
 CREDENTIALS_KEY = "connectors.wechat.WeChatInput"
 # WeChat's limits, in UTF-8 bytes (a Chinese character is 3).
@@ -135,7 +135,7 @@ def publish_menu(menu_file: Path, credentials_file: Path, check_only: bool = Fal
     note = ""
     if not os.environ.get("REDIS_URL"):
         # No shared token cache: fetch one of our own. A running service notices
-        # its cached token was retired and fetches anew (connectors.wechat_api).
+        # its cached token was retired and fetches anew (connectors.wechat.api).
         api.use_client(
             SharedTokenClient(config.app_id, config.app_secret, config.api_base_url, None)
         )

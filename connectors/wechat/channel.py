@@ -4,14 +4,14 @@ WeChat's servers POST each customer message (plain or AES "safe" mode), wait
 5 s for an answer and retry up to three times in all. So:
 
 - a request is checked first (signature, freshness, size, XML: see
-  connectors.wechat_inbound); anything refused is not processed;
+  connectors.wechat.inbound); anything refused is not processed;
 - a message is processed once, whatever the retries and whichever instance
   they reach: the first copy claims its MsgId in Redis (SET NX), later copies
   read what became of it;
 - when the bot's reply is ready within `passive_reply_seconds` it is the
   answer to the request (one passive reply); otherwise the answer is
   "success" and the reply goes through the customer-service message API when
-  ready (connectors.wechat_output). A retry that finds the first copy still
+  ready (connectors.wechat.output). A retry that finds the first copy still
   working switches it to that API, so a reply is never lost with an answer
   WeChat already gave up on, nor sent twice.
 
@@ -42,8 +42,8 @@ from connectors.limits import Limits, RateLimiter
 from connectors.notices import media_notice, notice
 from connectors.push import PushError
 from connectors.rich import language_of
-from connectors.wechat_api import DEFAULT_API_BASE_URL, WeChatAPI
-from connectors.wechat_inbound import (
+from connectors.wechat.api import DEFAULT_API_BASE_URL, WeChatAPI
+from connectors.wechat.inbound import (
     MAX_BODY_BYTES,
     MAX_CLOCK_SKEW_SECONDS,
     Inbound,
@@ -52,7 +52,7 @@ from connectors.wechat_inbound import (
     render_reply,
     verify_url,
 )
-from connectors.wechat_output import TEXT_LIMIT_BYTES, WeChatOutput, render_turn
+from connectors.wechat.output import TEXT_LIMIT_BYTES, WeChatOutput, render_turn
 
 if TYPE_CHECKING:  # importing it loads TensorFlow; a pushing process needn't
     from rasa.core.agent import Agent

@@ -1,7 +1,7 @@
 """Mobile app channel: REST to send, WebSocket to receive, JWT identity.
 
 The app's backend gives its logged-in customer a JWT (`sub` = customer id,
-`exp` required; see connectors.app_auth). The conversation is `app:<sub>`;
+`exp` required; see connectors.app.auth). The conversation is `app:<sub>`;
 the app never names it.
 
     POST /webhooks/app/messages      Authorization: Bearer <jwt>
@@ -28,7 +28,7 @@ the app never names it.
       client → {"type": "ping"}
 
 Every message for the customer (bot replies, agents' messages, pushes) goes to
-the outbox (connectors.app_outbox), so nothing depends on which instance holds
+the outbox (connectors.app.outbox), so nothing depends on which instance holds
 the socket, and an offline customer gets a push notification.
 """
 
@@ -49,8 +49,8 @@ from sanic import Blueprint, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
 
-from connectors.app_auth import BadToken, Claims, JwtVerifier, bearer_token
-from connectors.app_outbox import AppOutput, BadCursor, Outbox, OutboxConfig, check_since
+from connectors.app.auth import BadToken, Claims, JwtVerifier, bearer_token
+from connectors.app.outbox import AppOutput, BadCursor, Outbox, OutboxConfig, check_since
 from connectors.clients import get_redis
 from connectors.limits import Limits, RateLimiter
 from connectors.notices import notice
