@@ -1,0 +1,1 @@
+"""The event pipe: every tracker event into a Redis Stream, read by consumer groups."""
