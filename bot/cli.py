@@ -410,6 +410,52 @@ def cmd_seed_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def read_password(args: argparse.Namespace) -> str:
+    """From stdin with --password-stdin (scripts), else asked twice, not echoed."""
+    import getpass
+
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    first = getpass.getpass("password: ")
+    if getpass.getpass("again: ") != first:
+        raise CliError("the two passwords differ")
+    return first
+
+
+def cmd_agents(args: argparse.Namespace) -> int:
+    """Manage the desk's agents (bot.desk.agents) in the shop's database."""
+    from bot.desk import agents
+    from bot.shop import database
+
+    url = get_settings().database_url
+    with database_errors(url):
+        with database.setup_lock(url):
+            database.upgrade(url)
+        try:
+            with database.session(url) as session:
+                if args.agents_command == "add":
+                    password = read_password(args)
+                    added = agents.do_add(
+                        session, args.username, password, args.name, args.role,
+                        args.groups.split(","), args.capacity,
+                    )
+                    print(f"added {added.role} {added.username} ({added.display_name})")
+                elif args.agents_command == "passwd":
+                    agents.do_set_password(session, args.username, read_password(args))
+                    print(f"new password for {args.username}")
+                elif args.agents_command == "disable":
+                    agents.do_disable(session, args.username)
+                    print(f"disabled {args.username}")
+                else:
+                    for a in agents.listing(session):
+                        state = "" if a.active else "  (disabled)"
+                        print(f"{a.username:<20} {a.role:<10} {a.display_name}  groups "
+                              f"{','.join(a.groups) or '-'}  capacity {a.capacity}{state}")
+        except agents.AgentError as error:
+            raise CliError(str(error)) from None
+    return 0
+
+
 def cmd_codes(args: argparse.Namespace) -> int:
     """The latest one-time codes the development SMS sender 'sent'."""
     from bot.shop.notify import LogSender
@@ -612,12 +658,31 @@ def build_parser() -> argparse.ArgumentParser:
         "seed-demo", help="fill the shop database with demo customers and orders"
     )
     seed_cmd.add_argument(
-        "--reset", action="store_true", help="drop every shop table first (loses all its data)"
+        "--reset", action="store_true",
+        help="drop every table of the shop and the desk first (loses all their data)"
     )
     seed_cmd.add_argument(
         "--customers", type=int, default=40, help="random customers besides the named demo ones"
     )
     seed_cmd.set_defaults(func=cmd_seed_demo)
+
+    agents_cmd = commands.add_parser("agents", help="the desk's agents: add, list, passwd, disable")
+    agent_commands = agents_cmd.add_subparsers(dest="agents_command", required=True)
+    add = agent_commands.add_parser("add", help="add an agent (the password is asked for)")
+    add.add_argument("username")
+    add.add_argument("--name", required=True, help="display name customers see, e.g. 客服小青")
+    add.add_argument("--role", default="agent", choices=["agent", "supervisor", "admin"])
+    add.add_argument("--groups", default="general", help="comma-separated skill groups")
+    add.add_argument("--capacity", type=int, default=5, help="chats at once (default 5)")
+    passwd = agent_commands.add_parser("passwd", help="set an agent's password")
+    passwd.add_argument("username")
+    for sub in (add, passwd):
+        sub.add_argument("--password-stdin", action="store_true",
+                         help="read the password from the first line of stdin")
+    disable = agent_commands.add_parser("disable", help="an agent can no longer log in")
+    disable.add_argument("username")
+    agent_commands.add_parser("list", help="everyone, without passwords")
+    agents_cmd.set_defaults(func=cmd_agents)
 
     codes = commands.add_parser(
         "codes", help="show the one-time codes sent by SMS (development sender)"

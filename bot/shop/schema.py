@@ -34,6 +34,9 @@ REFUND_STATES = ("requested", "approved", "paid", "rejected")
 TICKET_STATES = ("open", "answered", "closed")
 # What a one-time code is for.
 CODE_PURPOSES = ("bind", "password_reset")
+# Who works at the desk: agents answer, supervisors also see and assign
+# everything, admins also manage people.
+AGENT_ROLES = ("agent", "supervisor", "admin")
 
 
 def utcnow() -> dt.datetime:
@@ -246,4 +249,28 @@ class AuditRecord(Base):
     __table_args__ = (
         Index("ix_audit_customer_at", "customer_id", "at"),
         Index("ix_audit_at", "at"),
+    )
+
+
+class Agent(Base):
+    """A person at the desk (bot.desk.agents). Only the password's hash is stored."""
+
+    __tablename__ = "agents"
+
+    id = Column(Integer, primary_key=True)
+    username = Column(String(40), nullable=False, unique=True)
+    # What customers are told ("客服小青 is here to help").
+    display_name = Column(String(60), nullable=False)
+    password_hash = Column(String(200), nullable=False)
+    role = Column(String(10), nullable=False, default="agent")
+    # Skill groups whose queues the agent serves (orders, billing, complaints…).
+    groups: List[str] | None = Column(JSON, nullable=False, default=list)
+    # Chats at once.
+    capacity = Column(Integer, nullable=False, default=5)
+    active = Column(Integer, nullable=False, default=1)
+    created_at = Column(DateTime(timezone=True), nullable=False, default=utcnow)
+
+    __table_args__ = (
+        _one_of("role", AGENT_ROLES),
+        CheckConstraint("capacity > 0", name="ck_capacity_positive"),
     )
