@@ -16,15 +16,16 @@ from typing import Any, Dict, List, Tuple
 from rasa_sdk import Action, Tracker
 from rasa_sdk.events import SlotSet
 from rasa_sdk.executor import CollectingDispatcher
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from actions.common import label, language
+from actions.forms import gave_up
 from actions.shop import (
     audit,
     can_bind,
     identity_of,
-    in_thread,
+    in_thread_retrying,
     logged_in,
     mask_email,
     mask_phone,
@@ -46,8 +47,6 @@ READY = ""
 # Who isn't verified is told how to become so, by what their channel allows.
 NOT_VERIFIED_BINDABLE = "utter_account_not_verified_bind"
 NOT_VERIFIED_LOGGED_IN = "utter_account_not_bound"
-# A new number that collided with one taken at the same moment is tried again.
-NUMBER_ATTEMPTS = 3
 
 
 class AccountLookup(Action):
@@ -103,10 +102,10 @@ class AccountLookup(Action):
     async def run(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: Dict[str, Any]
     ) -> List[Dict[str, Any]]:
-        if any(tracker.get_slot(slot) is None for slot in self.form_slots):
+        if gave_up(tracker, self.form_slots):
             return [SlotSet(READY_SLOT, None), *self.events_for(READY, {})]
         try:
-            response, parameters = await self._look_up_retrying(tracker)
+            response, parameters = await in_thread_retrying(lambda: self.look_up(tracker))
         except (SQLAlchemyError, OSError):
             logger.exception("%s: the shop database (or the SMS sender) failed", self.name())
             dispatcher.utter_message(response="utter_account_lookup_failed")
@@ -122,15 +121,6 @@ class AccountLookup(Action):
             *self.events_for(response, parameters),
         ]
 
-    async def _look_up_retrying(self, tracker: Tracker) -> Answer:
-        for attempt in range(NUMBER_ATTEMPTS):
-            try:
-                return await in_thread(lambda: self.look_up(tracker))
-            except IntegrityError:
-                if attempt == NUMBER_ATTEMPTS - 1:
-                    raise
-                logger.info("%s: a new number was taken meanwhile; trying again", self.name())
-        raise AssertionError("unreachable")
 
 
 class ActionCheckBalance(AccountLookup):

@@ -36,11 +36,13 @@ from actions.shop import (
     ChannelIdentity,
     audit,
     can_bind,
+    clean_mobile,
     identity_of,
     in_thread,
     logged_in,
     mask_name,
     mask_phone,
+    read_quietly,
     shop_session,
     verified_customer,
 )
@@ -57,15 +59,8 @@ LOCK_MINUTES = 15
 # bind_code's values once the form is done (the code itself is never kept).
 VERIFIED, LOCKED = "verified", "locked"
 _CODE = re.compile(r"\d{6}")
-_CN_MOBILE = re.compile(r"(?:\+?86)?(1[3-9]\d{9})")
 
 Reply = Tuple[Dict[str, Any], str | None, Dict[str, Any]]  # slots, response, its parameters
-
-
-def clean_phone(text: str) -> str | None:
-    digits = re.sub(r"[\s\-()]", "", text)
-    match = _CN_MOBILE.fullmatch(digits)
-    return match.group(1) if match else None
 
 
 def _now() -> dt.datetime:
@@ -169,7 +164,7 @@ class ValidateBindForm(LimitedValidation):
     ) -> Dict[str, Any]:
         if slot_value is None:  # cleared as the form starts: nothing to check
             return {"bind_phone": None}
-        phone = clean_phone(slot_value) if isinstance(slot_value, str) else None
+        phone = clean_mobile(slot_value) if isinstance(slot_value, str) else None
         identity = identity_of(tracker)
         if phone is None or identity is None:
             dispatcher.utter_message(response="utter_invalid_phone")
@@ -276,11 +271,7 @@ class ActionBindDone(Action):
                     customer = verified_customer(session, identity_of(tracker))
                     return mask_name(customer.name) if customer else None
 
-            try:
-                masked = await in_thread(name)
-            except SQLAlchemyError:
-                logger.exception("binding: the shop database failed")
-                masked = None
+            masked = await read_quietly(name, "binding")
             if masked:
                 dispatcher.utter_message(response="utter_bind_done", name=masked)
             else:

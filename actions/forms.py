@@ -15,7 +15,7 @@ nothing more.
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import Any, Dict, FrozenSet, List
+from typing import Any, Dict, FrozenSet, List, Sequence
 
 from rasa_sdk import Tracker
 from rasa_sdk.events import SlotSet
@@ -79,6 +79,6 @@ class LimitedValidation(FormValidationAction):
         return events
 
 
-def gave_up(tracker: Tracker, slots: List[str]) -> bool:
+def gave_up(tracker: Tracker, slots: Sequence[str]) -> bool:
     """Whether a form's "done" action runs for a form that let go (a slot unfilled)."""
     return any(tracker.get_slot(slot) is None for slot in slots)

@@ -18,7 +18,6 @@ from rasa_sdk import Action, FormValidationAction, Tracker
 from rasa_sdk.events import SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from actions.accounts import AccountLookup, Answer
@@ -26,8 +25,8 @@ from actions.common import language
 from actions.shop import (
     audit,
     identity_of,
-    in_thread,
     money,
+    read_quietly,
     shop_session,
     verified_customer,
 )
@@ -113,11 +112,7 @@ async def recent_order_buttons(tracker: Tracker) -> List[Dict[str, str]]:
                 })
             return buttons
 
-    try:
-        return await in_thread(look_up)
-    except SQLAlchemyError:
-        logger.exception("recent orders: the shop database failed")
-        return []
+    return await read_quietly(look_up, "recent orders") or []
 
 
 # One response per shipping state (bot.shop.schema.ORDER_STATES).

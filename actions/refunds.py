@@ -21,7 +21,6 @@ from rasa_sdk import Action, Tracker
 from rasa_sdk.events import SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from actions.accounts import READY, READY_SLOT, Answer
@@ -30,9 +29,9 @@ from actions.orders import ActionOrderStatus, normalize_order_id
 from actions.shop import (
     audit,
     identity_of,
-    in_thread,
     money,
     next_number,
+    read_quietly,
     shop_session,
     verified_customer,
 )
@@ -123,6 +122,18 @@ def own_refundable_order(session: Session, tracker: Tracker) -> Order | None:
     return order
 
 
+async def refund_limit(tracker: Tracker) -> int | None:
+    """The most the order of the order_id slot can have refunded now, or None
+    (not the customer's, not refundable, or the database can't be read)."""
+
+    def most() -> int | None:
+        with shop_session() as session:
+            order = own_refundable_order(session, tracker)
+            return refundable_cents(order) if order else None
+
+    return await read_quietly(most, "refund amount")
+
+
 class ActionAskRefundAmount(Action):
     """The amount question names the most that can be refunded."""
 
@@ -132,21 +143,12 @@ class ActionAskRefundAmount(Action):
     async def run(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> List[Dict[str, Any]]:
-        def most() -> str | None:
-            with shop_session() as session:
-                order = own_refundable_order(session, tracker)
-                return money(refundable_cents(order)) if order else None
-
-        try:
-            refund_max = await in_thread(most)
-        except SQLAlchemyError:
-            logger.exception("refund amount: the shop database failed")
-            refund_max = None
-        if refund_max is None:
+        limit = await refund_limit(tracker)
+        if limit is None:
             # The order changed or can't be read: the submit step says why.
             dispatcher.utter_message(response="utter_account_lookup_failed")
             return []
-        dispatcher.utter_message(response="utter_ask_refund_amount", refund_max=refund_max)
+        dispatcher.utter_message(response="utter_ask_refund_amount", refund_max=money(limit))
         return []
 
 
@@ -176,16 +178,7 @@ class ValidateRefundForm(LimitedValidation):
             dispatcher.utter_message(response="utter_invalid_refund_amount")
             return {"refund_amount": None}
 
-        def most() -> int | None:
-            with shop_session() as session:
-                order = own_refundable_order(session, tracker)
-                return refundable_cents(order) if order else None
-
-        try:
-            limit = await in_thread(most)
-        except SQLAlchemyError:
-            logger.exception("refund amount: the shop database failed")
-            limit = None
+        limit = await refund_limit(tracker)
         if amount == FULL_AMOUNT:
             return {"refund_amount": str(limit) if limit is not None else FULL_AMOUNT}
         if limit is None:

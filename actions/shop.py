@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
+import re
 from contextlib import contextmanager
 from typing import Any, Callable, Dict, Iterator, Tuple, TypeVar
 
 from rasa_sdk import Tracker
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from bot.privacy import mask_phone_number
@@ -24,6 +27,7 @@ from bot.shop import database
 from bot.shop.schema import AuditRecord, Customer, Identity
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 ChannelIdentity = Tuple[str, str]  # (channel, subject)
 
 
@@ -95,6 +99,33 @@ async def in_thread(work: Callable[[], T]) -> T:
     return await asyncio.to_thread(work)
 
 
+# A new number that collided with one taken at the same moment is tried again.
+NUMBER_ATTEMPTS = 3
+
+
+async def in_thread_retrying(work: Callable[[], T]) -> T:
+    """`in_thread`, once more when an insert lost a race for a new number
+    (`next_number`): the whole transaction runs again and takes the next one."""
+    for attempt in range(NUMBER_ATTEMPTS):
+        try:
+            return await in_thread(work)
+        except IntegrityError:
+            if attempt == NUMBER_ATTEMPTS - 1:
+                raise
+            logger.info("a new number was taken meanwhile; trying again")
+    raise AssertionError("unreachable")
+
+
+async def read_quietly(work: Callable[[], T], what: str) -> T | None:
+    """A look-up the answer can do without (buttons, a figure in a question):
+    None when the database fails, logged."""
+    try:
+        return await in_thread(work)
+    except SQLAlchemyError:
+        logger.exception("%s: the shop database failed", what)
+        return None
+
+
 def mask_phone(phone: str) -> str:
     """138****5678: enough for the owner to recognise, useless to anyone else (the
     same masking the logs use)."""
@@ -106,6 +137,15 @@ def mask_email(email: str | None) -> str:
         return "-"
     name, domain = email.split("@", 1)
     return f"{name[:1]}***@{domain}"
+
+
+_CN_MOBILE = re.compile(r"(?:\+?86)?(1[3-9]\d{9})")
+
+
+def clean_mobile(text: str) -> str | None:
+    """A Chinese mobile number as 11 digits (spaces, dashes, +86 allowed), or None."""
+    match = _CN_MOBILE.fullmatch(re.sub(r"[\s\-()]", "", text))
+    return match.group(1) if match else None
 
 
 def mask_name(name: str) -> str:

@@ -19,18 +19,20 @@ from rasa_sdk import Action, Tracker
 from rasa_sdk.events import SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 
-from actions.accounts import NUMBER_ATTEMPTS, READY_SLOT
+from actions.accounts import READY_SLOT
 from actions.common import language
 from actions.forms import LimitedValidation, gave_up
 from actions.shop import (
     audit,
+    clean_mobile,
     identity_of,
-    in_thread,
+    in_thread_retrying,
     mask_email,
     mask_phone,
     next_number,
+    read_quietly,
     shop_session,
     verified_customer,
 )
@@ -45,7 +47,6 @@ MAX_MESSAGE = 2000
 REPLY_WITHIN = dt.timedelta(hours=4)
 ACCOUNT_CONTACT = "account"  # the button's value: the account's own phone
 _EMAIL = re.compile(r"[\w.+-]{1,64}@[\w-]{1,63}(?:\.[\w-]{1,63})+")
-_CN_MOBILE = re.compile(r"(?:\+?86)?(1[3-9]\d{9})")
 _OTHER_PHONE = re.compile(r"\+?\d{7,15}")
 
 
@@ -54,10 +55,10 @@ def clean_contact(text: str) -> str | None:
     value = text.strip().rstrip("。.")
     if _EMAIL.fullmatch(value):
         return value.lower()
-    digits = re.sub(r"[\s()\-]", "", value)
-    mobile = _CN_MOBILE.fullmatch(digits)
+    mobile = clean_mobile(value)
     if mobile:
-        return mobile.group(1)
+        return mobile
+    digits = re.sub(r"[\s()\-]", "", value)
     return digits if _OTHER_PHONE.fullmatch(digits) else None
 
 
@@ -96,11 +97,7 @@ class ActionAskTicketContact(Action):
                 customer = verified_customer(session, identity_of(tracker))
                 return customer.phone if customer else None
 
-        try:
-            phone = await in_thread(account_phone)
-        except SQLAlchemyError:
-            logger.exception("ticket contact: the shop database failed")
-            phone = None  # the plain question still works
+        phone = await read_quietly(account_phone, "ticket contact")  # None: the plain question
         if phone:
             dispatcher.utter_message(response="utter_ask_ticket_contact_account",
                                      phone=mask_phone(phone))
@@ -174,13 +171,7 @@ class ActionCreateTicket(Action):
             return [SlotSet("ticket_message", None), SlotSet("ticket_contact", None)]
         created: Dict[str, str] | None = None
         try:
-            for attempt in range(NUMBER_ATTEMPTS):
-                try:
-                    created = await in_thread(lambda: self.create(tracker))
-                    break
-                except IntegrityError:
-                    if attempt == NUMBER_ATTEMPTS - 1:
-                        raise
+            created = await in_thread_retrying(lambda: self.create(tracker))
         except SQLAlchemyError:
             logger.exception("leave message: the shop database failed")
             # The message stays in the slots (and the transcript): nothing is lost.
