@@ -181,3 +181,36 @@ def test_the_readmes_unbound_demo_customer_binds_with_their_phone(
     code = code_in(sms_to(action_var_dir, unbound.phone)[-1])
     assert said(chat.say(code)) == ["utter_bind_done"]
     assert said(chat.say("我有多少积分")) == ["utter_points"]
+
+
+def test_what_isnt_a_phone_or_a_code_is_asked_again_then_let_go(
+    dialogue_agent: Any, shop_url: str, action_var_dir: Path
+) -> None:
+    customer = fresh_customer(shop_url, None, None, "en")
+    chat = Chat(dialogue_agent, identity=follower())
+    chat.say("verify my phone")
+    assert said(chat.say("12345")) == ["utter_invalid_phone", "utter_ask_bind_phone"]
+    chat.say(customer["phone"])
+    # Not six digits: asked again (not a wrong code, nothing counted)…
+    assert said(chat.say("12 34")) == ["utter_ask_bind_code"]
+    # …and after two answers that won't do, the form lets go.
+    assert said(chat.say("abc")) == ["utter_task_let_go"]
+    assert chat.tracker.active_loop_name is None
+
+
+def test_at_most_three_codes_go_out_in_a_while(
+    dialogue_agent: Any, shop_url: str, action_var_dir: Path
+) -> None:
+    from actions.binding import MAX_SENDS
+
+    me = follower()
+    customer = fresh_customer(shop_url, None, None, "zh")
+    for _ in range(MAX_SENDS):
+        chat = Chat(dialogue_agent, identity=me)
+        chat.say("绑定账号")
+        assert said(chat.say(customer["phone"])) == ["utter_bind_code_sent", "utter_ask_bind_code"]
+    chat = Chat(dialogue_agent, identity=me)
+    chat.say("绑定账号")
+    assert said(chat.say(customer["phone"])) == ["utter_bind_locked"]
+    assert len(sms_to(action_var_dir, customer["phone"])) == MAX_SENDS
+    assert "bind_refused_too_many" in trail(shop_url, me["subject"])
