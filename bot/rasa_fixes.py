@@ -8,6 +8,10 @@
   `inspect.isabstract` check each) for every event it deserialises, i.e. for
   every event of a conversation each time its tracker is read from the store.
   The answer for a type name never changes once found, so it is remembered.
+- A custom action may take up to 5 minutes (`DEFAULT_REQUEST_TIMEOUT`) before
+  Rasa gives up on a hung action server, with the customer waiting in silence.
+  The limit is `ACTION_TIMEOUT_SECONDS` (10 s) instead: then the call fails
+  and the dialogue apologises (bot.policies.dialogue).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any, Dict
 
+import rasa.core.actions.action as rasa_actions
 from rasa.core.actions.action import RemoteAction
 from rasa.shared.core.events import Event
 
@@ -55,5 +60,8 @@ def _cached_resolve_by_type(type_name: str, default: Any = None) -> Any:
 
 
 def install() -> None:
+    from bot.settings import get_settings
+
+    rasa_actions.DEFAULT_REQUEST_TIMEOUT = get_settings().action_timeout_seconds
     RemoteAction._validate_action_result = _validate_action_result  # type: ignore[method-assign]
     Event.resolve_by_type = staticmethod(_cached_resolve_by_type)  # type: ignore[method-assign]

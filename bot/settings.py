@@ -33,6 +33,9 @@ class Settings:
     # The demo shop page's "log in as" a demo customer (DEMO_LOGINS=0: off, and its
     # signing route answers 404). A demo feature: anyone may log in as them.
     demo_logins: bool = True
+    # How long a turn waits for the action server before the customer gets an
+    # apology (Rasa's own limit is 5 minutes).
+    action_timeout_seconds: int = 10
 
     @property
     def action_endpoint_url(self) -> str:
@@ -83,6 +86,7 @@ def get_settings() -> Settings:
         api_token=os.environ.get("BOT_API_TOKEN") or None,
         database_url=os.environ.get("DATABASE_URL") or f"sqlite:///{var_dir / 'shop.db'}",
         demo_logins=_flag("DEMO_LOGINS", True),
+        action_timeout_seconds=_int("ACTION_TIMEOUT_SECONDS", 10),
     )
 
 

@@ -254,3 +254,27 @@ def test_the_action_server_going_away_mid_form_gets_an_apology(pg: Setup) -> Non
     finally:
         pg.start_actions()
     assert said(chat.say("what's my balance")) == ["utter_balance"]
+
+
+def test_a_hung_action_server_gets_an_apology_in_time(
+    pg: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import rasa.core.actions.action as rasa_actions
+
+    from bot.settings import get_settings
+
+    # What bot run's Rasa server gets (ACTION_TIMEOUT_SECONDS), shortened for the test.
+    assert get_settings().action_timeout_seconds == rasa_actions.DEFAULT_REQUEST_TIMEOUT
+    monkeypatch.setattr(rasa_actions, "DEFAULT_REQUEST_TIMEOUT", 2)
+    chat, _ = app_customer(pg, "zh")
+    assert pg.process is not None
+    os.killpg(pg.process.pid, signal.SIGSTOP)  # takes connections, answers nothing
+    try:
+        started = time.monotonic()
+        reply = chat.say("我的余额还有多少")
+        waited = time.monotonic() - started
+    finally:
+        os.killpg(pg.process.pid, signal.SIGCONT)
+    assert said(reply) == ["utter_technical_trouble"] and waited < 10
+    assert message_language(texts(reply)) == "zh"
+    assert said(chat.say("我的余额还有多少")) == ["utter_balance"]
