@@ -10,14 +10,13 @@ Never from slots or entities: those are what a customer types.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 import re
 from contextlib import contextmanager
 from typing import Any, Callable, Dict, Iterator, Tuple, TypeVar
 
 from rasa_sdk import Tracker
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -146,24 +145,6 @@ def clean_mobile(text: str) -> str | None:
     """A Chinese mobile number as 11 digits (spaces, dashes, +86 allowed), or None."""
     match = _CN_MOBILE.fullmatch(re.sub(r"[\s\-()]", "", text))
     return match.group(1) if match else None
-
-
-def mask_name(name: str) -> str:
-    """张** / E*** C***: the owner recognises it, a screenshot doesn't identify them."""
-    if " " in name.strip():
-        return " ".join(f"{part[:1]}***" for part in name.split())
-    return name[:1] + "*" * max(len(name) - 1, 1)
-
-
-def next_number(session: Session, model: Any, prefix: str) -> str:
-    """The next customer-facing number of the day: prefix + YYYYMMDD + 4 digits
-    (RF202611280001). Two requests racing for one number: the second insert fails
-    on the primary key and the caller's transaction retries (`with_retry`)."""
-    day = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d")
-    start = f"{prefix}{day}"
-    last = session.scalar(select(func.max(model.id)).where(model.id.like(f"{start}%")))
-    serial = int(last[len(start):]) + 1 if last else 1
-    return f"{start}{serial:04d}"
 
 
 def money(cents: int) -> str:

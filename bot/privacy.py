@@ -215,6 +215,13 @@ class PersonalDataFilter(logging.Filter):
         return True
 
 
+def mask_name(name: str) -> str:
+    """张** / E*** C***: the owner recognises it, a screenshot doesn't identify them."""
+    if " " in name.strip():
+        return " ".join(f"{part[:1]}***" for part in name.split())
+    return name[:1] + "*" * max(len(name) - 1, 1)
+
+
 def install_log_masking() -> None:
     """Mask personal data in every log record this process creates from now on.
 

@@ -37,6 +37,11 @@ CODE_PURPOSES = ("bind", "password_reset")
 # Who works at the desk: agents answer, supervisors also see and assign
 # everything, admins also manage people.
 AGENT_ROLES = ("agent", "supervisor", "admin")
+# A handoff's lifecycle (DESIGN.md): waiting in a queue, with a person, then
+# ended: closed by the agent, cancelled by the customer (or given up), or
+# turned into a ticket (no agent, waited too long, customer out of reach).
+HANDOFF_STATES = ("queued", "with_agent", "closed", "cancelled", "message_left")
+HANDOFF_OPEN = ("queued", "with_agent")
 
 
 def utcnow() -> dt.datetime:
@@ -273,4 +278,78 @@ class Agent(Base):
     __table_args__ = (
         _one_of("role", AGENT_ROLES),
         CheckConstraint("capacity > 0", name="ck_capacity_positive"),
+    )
+
+
+class Handoff(Base):
+    """One handoff of a conversation to a person, with every timestamp the desk and
+    analytics need (wait, first response, handle time)."""
+
+    __tablename__ = "handoffs"
+
+    id = Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    conversation_id = Column(String(200), nullable=False)
+    channel = Column(String(10), nullable=False)
+    customer_id = Column(ForeignKey("customers.id", ondelete="SET NULL"))
+    language = Column(String(2), nullable=False, default="zh")
+    # Skill group whose queue it waits in (orders, billing, complaints, general).
+    group_name = Column(String(30), nullable=False)
+    # Higher first (VIP, complaint); then arrival.
+    priority = Column(Integer, nullable=False, default=0)
+    # Why the bot handed off: asked, complaint, misunderstood, vip…
+    reason = Column(String(30), nullable=False)
+    # The intent that decided the group (the customer's task).
+    topic_intent = Column(String(60))
+    state = Column(String(14), nullable=False, default="queued")
+    agent_id = Column(ForeignKey("agents.id", ondelete="SET NULL"))
+    requested_at = Column(DateTime(timezone=True), nullable=False, default=utcnow)
+    assigned_at = Column(DateTime(timezone=True))
+    first_response_at = Column(DateTime(timezone=True))
+    ended_at = Column(DateTime(timezone=True))
+    # agent:<username>, customer, system.
+    ended_by = Column(String(60))
+    transfers = Column(Integer, nullable=False, default=0)
+    ticket_id = Column(ForeignKey("tickets.id", ondelete="SET NULL"))
+
+    __table_args__ = (
+        _one_of("state", HANDOFF_STATES),
+        Index("ix_handoffs_conversation", "conversation_id", "requested_at"),
+        Index("ix_handoffs_customer", "customer_id", "requested_at"),
+        Index("ix_handoffs_state", "state"),
+    )
+
+
+class HandoffNote(Base):
+    """A private note of an agent's on a handoff: never shown to the customer."""
+
+    __tablename__ = "handoff_notes"
+
+    id = Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    handoff_id = Column(ForeignKey("handoffs.id", ondelete="CASCADE"), nullable=False)
+    agent_id = Column(ForeignKey("agents.id", ondelete="SET NULL"))
+    text = Column(Text, nullable=False)
+    created_at = Column(DateTime(timezone=True), nullable=False, default=utcnow)
+
+    __table_args__ = (Index("ix_notes_handoff", "handoff_id"),)
+
+
+class Rating(Base):
+    """The customer's answer to "was your problem solved?" and the 1–5 score with an
+    optional comment; linked to the handoff it rates, when there was one."""
+
+    __tablename__ = "ratings"
+
+    id = Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    conversation_id = Column(String(200), nullable=False)
+    handoff_id = Column(ForeignKey("handoffs.id", ondelete="SET NULL"))
+    solved = Column(Integer)
+    score = Column(Integer)
+    comment = Column(Text)
+    created_at = Column(DateTime(timezone=True), nullable=False, default=utcnow)
+    updated_at = Column(DateTime(timezone=True), nullable=False, default=utcnow)
+
+    __table_args__ = (
+        CheckConstraint("score IS NULL OR (score BETWEEN 1 AND 5)", name="ck_score_range"),
+        Index("ix_ratings_conversation", "conversation_id", "created_at"),
+        Index("ix_ratings_handoff", "handoff_id"),
     )
