@@ -37,7 +37,6 @@ from actions.shop import (
     verified_customer,
 )
 from bot import hours
-from bot.settings import get_settings
 from bot.shop.schema import CHANNELS, Ticket
 
 logger = logging.getLogger(__name__)
@@ -68,7 +67,7 @@ def masked_contact(contact: str) -> str:
 
 @lru_cache(maxsize=1)
 def business_hours() -> hours.BusinessHours:
-    return hours.load(get_settings().root)
+    return hours.configured()
 
 
 def reply_by(now: dt.datetime, lang: str) -> str:

@@ -373,10 +373,10 @@ def business_hours_line(settings: Settings) -> str:
     """Check business_hours.yml now (a bad file stops the start); a summary line."""
     import datetime as dt
 
-    from bot.hours import BadBusinessHours, load
+    from bot.hours import BadBusinessHours, BusinessHours
 
     try:
-        hours = load(settings.root)
+        hours = BusinessHours.from_file(settings.business_hours_file)
     except BadBusinessHours as error:
         raise CliError(str(error)) from None
     now = dt.datetime.now(dt.timezone.utc)
@@ -509,7 +509,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 ("API token", f"in {token_source}"),
                 ("tracker store", mask_url(settings.tracker_db_url)),
                 ("shop database", shop_database),
-                ("business hours", f"{hours} (business_hours.yml)"),
+                ("business hours", f"{hours} ({shown_path(settings.business_hours_file)})"),
                 ("logs", f"{shown_path(_log_dir(settings))}/"),
             ]
             print("\nJade Mart bot is running (Ctrl-C to stop)")

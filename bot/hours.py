@@ -147,3 +147,11 @@ class BusinessHours:
 
 def load(root: Path) -> BusinessHours:
     return BusinessHours.from_file(root / "business_hours.yml")
+
+
+def configured() -> BusinessHours:
+    """The business hours the service runs with (BUSINESS_HOURS_FILE, else the
+    project's business_hours.yml)."""
+    from bot.settings import get_settings
+
+    return BusinessHours.from_file(get_settings().business_hours_file)

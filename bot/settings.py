@@ -36,6 +36,11 @@ class Settings:
     # How long a turn waits for the action server before the customer gets an
     # apology (Rasa's own limit is 5 minutes).
     action_timeout_seconds: int = 10
+    # The agent desk (bot.desk): its port, and when people answer chats.
+    desk_port: int = 5006
+    business_hours_file: Path = ROOT / "business_hours.yml"
+    # The desk's routing, limits and canned answers.
+    desk_file: Path = ROOT / "desk.yml"
 
     @property
     def action_endpoint_url(self) -> str:
@@ -87,6 +92,11 @@ def get_settings() -> Settings:
         database_url=os.environ.get("DATABASE_URL") or f"sqlite:///{var_dir / 'shop.db'}",
         demo_logins=_flag("DEMO_LOGINS", True),
         action_timeout_seconds=_int("ACTION_TIMEOUT_SECONDS", 10),
+        desk_port=_int("BOT_DESK_PORT", 5006),
+        business_hours_file=Path(
+            os.environ.get("BUSINESS_HOURS_FILE") or root / "business_hours.yml"
+        ).resolve(),
+        desk_file=Path(os.environ.get("DESK_FILE") or root / "desk.yml").resolve(),
     )
 
 
