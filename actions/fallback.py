@@ -124,7 +124,8 @@ class ActionDefaultAskRephrase(Action):
 
 
 class ActionDefaultFallback(Action):
-    """After two misses: offer a person or a message, forget the misunderstood turn."""
+    """After two misses in a row: a person takes over (or, when nobody can, the bot
+    offers a message); the misunderstood turn is forgotten."""
 
     def name(self) -> str:
         return "action_default_fallback"
@@ -132,7 +133,7 @@ class ActionDefaultFallback(Action):
     async def run(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> List[Dict[str, Any]]:
-        # The response offers a person and a message as buttons.
-        dispatcher.utter_message(response="utter_fallback_give_up")
+        from actions.handoff import hand_off
+
         # As Rasa's default does: the misunderstood message shouldn't steer the dialogue.
-        return [UserUtteranceReverted()]
+        return [UserUtteranceReverted(), *await hand_off(dispatcher, tracker, misunderstood=True)]

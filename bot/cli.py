@@ -265,6 +265,20 @@ def rasa_server_spec(settings: Settings, model: Path, token: str, env: dict[str,
     )
 
 
+def desk_spec(settings: Settings, token: str, env: dict[str, str]) -> ChildSpec:
+    """The agent desk (bot.desk): after Rasa, whose API it uses."""
+    rasa_url = f"http://{_local(settings.host)}:{settings.rasa_port}"
+    return ChildSpec(
+        name="desk",
+        argv=[sys.executable, "-m", "bot.desk"],
+        env={**env, "BOT_API_TOKEN": token, "BOT_RASA_URL": rasa_url,
+             "BOT_DESK_PORT": str(settings.desk_port)},
+        cwd=settings.root,
+        ready=http_ready(f"http://{_local(settings.host)}:{settings.desk_port}/desk/health"),
+        ready_timeout=60.0,
+    )
+
+
 def rasa_shell_spec(settings: Settings, model: Path, env: dict[str, str]) -> ChildSpec:
     argv = [sys.executable, "-c", _RASA_WITH_ENV_TOKEN, "shell", "--model", str(model)]
     # Its own server on a free loopback port: a running `bot run` keeps 5005.
@@ -387,6 +401,19 @@ def business_hours_line(settings: Settings) -> str:
     return f"{hours.timezone.key}, closed now" + (f" (opens {opens:%a %H:%M})" if opens else "")
 
 
+def agents_line(settings: Settings) -> str:
+    from sqlalchemy import func, select
+
+    from bot.shop import database
+    from bot.shop.schema import Agent
+
+    with database.session(settings.database_url) as session:
+        count = session.scalar(select(func.count()).select_from(Agent).where(Agent.active == 1))
+    if not count:
+        return "no agents yet: `bot agents add <username> --name 小青`"
+    return f"{count} agent{'s' if count != 1 else ''}"
+
+
 def cmd_seed_demo(args: argparse.Namespace) -> int:
     from bot.shop import database, demo
 
@@ -480,6 +507,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             [
                 (_ACTION_PORT, "127.0.0.1", settings.action_port),
                 ("Rasa, BOT_RASA_PORT", settings.host, settings.rasa_port),
+                ("desk, BOT_DESK_PORT", settings.host, settings.desk_port),
             ]
         )
         token, token_source = api_token(settings)
@@ -489,6 +517,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             *([redis.spec] if redis.spec else []),
             action_server_spec(settings, env),
             rasa_server_spec(settings, model, token, {**env, **channel_env(settings, token)}),
+            desk_spec(settings, token, {**env, **channel_env(settings, token)}),
         ]
 
         def summary() -> None:
@@ -506,6 +535,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                 ("app", f"POST {rasa_url}/webhooks/app/messages, WebSocket /webhooks/app/ws"
                  + ("" if os.environ.get("APP_JWT_KEY") else " (off: set APP_JWT_KEY)")),
                 ("REST channel", f"POST {rasa_url}{REST_WEBHOOK} (API token required)"),
+                ("agent desk", f"http://{_local(settings.host)}:{settings.desk_port}/desk/ "
+                 f"({agents_line(settings)})"),
                 ("API token", f"in {token_source}"),
                 ("tracker store", mask_url(settings.tracker_db_url)),
                 ("shop database", shop_database),

@@ -59,9 +59,32 @@ def _cached_resolve_by_type(type_name: str, default: Any = None) -> Any:
     return found
 
 
+def _handled_unless_paused(tracker: Any) -> bool:
+    return not tracker.is_paused()
+
+
+def _session_kept_while_paused(update: Any) -> Any:
+    async def update_session(self: Any, tracker: Any, *args: Any, **kwargs: Any) -> None:
+        if tracker.is_paused():
+            return
+        await update(self, tracker, *args, **kwargs)
+
+    update_session.__wrapped__ = update  # type: ignore[attr-defined]
+    return update_session
+
+
 def install() -> None:
     from bot.settings import get_settings
 
     rasa_actions.DEFAULT_REQUEST_TIMEOUT = get_settings().action_timeout_seconds
     RemoteAction._validate_action_result = _validate_action_result  # type: ignore[method-assign]
     Event.resolve_by_type = staticmethod(_cached_resolve_by_type)  # type: ignore[method-assign]
+    from rasa.core.processor import MessageProcessor
+
+    MessageProcessor._should_handle_message = staticmethod(  # type: ignore[method-assign]
+        _handled_unless_paused
+    )
+    if not hasattr(MessageProcessor._update_tracker_session, "__wrapped__"):
+        MessageProcessor._update_tracker_session = _session_kept_while_paused(  # type: ignore[method-assign]
+            MessageProcessor._update_tracker_session
+        )

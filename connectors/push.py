@@ -21,6 +21,7 @@ options as from the bot's own.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -119,28 +120,40 @@ class Transcript:
         self.rasa_url = rasa_url.rstrip("/")
         self.token = token
         self.timeout = timeout
+        self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        # One connection pool per process and event loop: a line per message adds up.
+        loop = asyncio.get_running_loop()
+        if self._session is None or self._session.closed or self._loop is not loop:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.timeout)
+            )
+            self._loop = loop
+        return self._session
 
     @classmethod
     def from_env(cls) -> Transcript | None:
         url, token = os.environ.get("BOT_RASA_URL"), os.environ.get("BOT_API_TOKEN")
         return cls(url, token) if url and token else None
 
-    async def append(self, conversation_id: str, message: dict[str, Any]) -> None:
+    async def append(
+        self, conversation_id: str, message: dict[str, Any],
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
         """Raises on failure (the caller decides what a missing line means)."""
         data = {k: v for k, v in message.items() if k in MESSAGE_KEYS - {"text"}}
         event = {
             "event": "bot",
             "text": message.get("text"),
             "data": data,
-            "metadata": {"pushed": True},
+            "metadata": {**(metadata or {}), "pushed": True},
             "timestamp": time.time(),
         }
         url = f"{self.rasa_url}/conversations/{quote(conversation_id, safe='')}/tracker/events"
-        timeout = aiohttp.ClientTimeout(total=self.timeout)
-        async with (
-            aiohttp.ClientSession(timeout=timeout) as session,
-            session.post(url, json=[event], params={"token": self.token}) as answer,
-        ):
+        params = {"token": self.token, "include_events": "NONE"}
+        async with self._client().post(url, json=[event], params=params) as answer:
             if answer.status >= 300:
                 detail = (await answer.text())[:200]
                 raise PushError(f"Rasa refused the transcript line: {answer.status} {detail}")
@@ -177,8 +190,13 @@ class Push:
             self._outputs[channel_name] = output
         return self._outputs[channel_name]
 
-    async def send(self, conversation_id: str, message: dict[str, Any]) -> None:
-        """Deliver one Rasa-style bot message ({"text", "buttons", "image", …})."""
+    async def send(
+        self, conversation_id: str, message: dict[str, Any],
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        """Deliver one Rasa-style bot message ({"text", "buttons", "image", …}).
+
+        `metadata` goes into the transcript line (e.g. the agent who wrote it)."""
         if not isinstance(message, dict) or not MESSAGE_KEYS & message.keys():
             raise PushError(f"nothing to send: a message needs one of {sorted(MESSAGE_KEYS)}")
         output = self.output_for(conversation_id)
@@ -187,7 +205,7 @@ class Push:
         if self.transcript is None:
             return
         try:
-            await self.transcript.append(conversation_id, message)
+            await self.transcript.append(conversation_id, message, metadata)
         except Exception as error:  # delivered all the same: say so, don't fail the push
             logger.warning(
                 "message to %s delivered but not in its transcript: %s", conversation_id, error
