@@ -83,7 +83,7 @@ async def request(
     if not is_open:
         return Outcome("closed_hours", opens=opens)
     group = config.group_for(req.topic_intent)
-    if not await st.available_agents(r, group):
+    if not await st.available_agents(r, group, config.grace_seconds):
         return Outcome("no_agent")
     priority = config.priority_for(req.reason, req.customer_level)
     handoff_id = await records.in_thread(lambda: records.create_handoff(
@@ -104,15 +104,16 @@ async def request(
     await st.set_fields(r, chat.conversation_id, last_position=position)
     await st.notify(r, await audience(r, chat), {
         "type": "conversation", "conversation": await summary(r, chat, position)})
-    free = await _free_agents(r, group)
+    free = await _free_agents(r, group, config.grace_seconds)
     if position == 1 and free:
         return Outcome("connecting", 1, 0, handoff_id=handoff_id)
-    wait = await st.estimated_wait_minutes(r, group, position, config.default_handle_seconds)
+    wait = await st.estimated_wait_minutes(r, group, position, config.default_handle_seconds,
+                                           config.grace_seconds)
     return Outcome("queued", position, wait, handoff_id=handoff_id)
 
 
-async def _free_agents(r: aioredis.Redis, group: str) -> List[AgentState]:
-    agents = await st.available_agents(r, group)
+async def _free_agents(r: aioredis.Redis, group: str, present: float) -> List[AgentState]:
+    agents = await st.available_agents(r, group, present)
     load = await st.loads(r, [a.id for a in agents])
     return [a for a in agents if load.get(a.id, 0) < a.capacity]
 
@@ -216,7 +217,7 @@ class Desk:
                 for chat in await st.get_chats(self.r, ids):
                     if not chat.paused:
                         continue
-                    free = await _free_agents(self.r, group)
+                    free = await _free_agents(self.r, group, self.config.grace_seconds)
                     if not free:
                         break
                     load = await st.loads(self.r, [a.id for a in free])
@@ -243,7 +244,7 @@ class Desk:
         await st.notify(self.r, sees - {agent.id}, {"type": "conversation", "conversation": view})
         await st.notify(self.r, [agent.id], {"type": "assigned", "conversation": view})
         await self.audit(by, "desk.transfer" if transfer else "desk.assign", chat,
-                         agent=agent.username)
+                         to=agent.username)
         if previous and previous != agent.id:
             await self.say(chat, "utter_handoff_transferred", agent=agent.name)
         else:
@@ -472,7 +473,8 @@ class Desk:
                 due = now - chat.last_notice_at >= self.config.position_update_seconds
                 if index != chat.last_position and due and chat.paused:
                     wait = await st.estimated_wait_minutes(
-                        self.r, group, index, self.config.default_handle_seconds)
+                        self.r, group, index, self.config.default_handle_seconds,
+                        self.config.grace_seconds)
                     await st.set_fields(self.r, chat.conversation_id, last_position=index,
                                         last_notice_at=now)
                     await self.say(chat, "utter_handoff_position", position=index,

@@ -351,12 +351,15 @@ async def agent_chats(r: aioredis.Redis, agent_id: int) -> List[str]:
 PRESENT_SECONDS = 60  # a console pings every 20 s
 
 
-async def available_agents(r: aioredis.Redis, group: str) -> List[AgentState]:
-    """Agents who may get a new chat of `group` now: online, console present."""
+async def available_agents(
+    r: aioredis.Redis, group: str, present_seconds: float = PRESENT_SECONDS
+) -> List[AgentState]:
+    """Agents who may get a new chat of `group` now: online, console present (it
+    spoke within `present_seconds`: after that the agent counts as gone)."""
     ids = await group_agent_ids(r, group)
     agents = await get_agents(r, ids)
     seen = await seen_at(r, [a.id for a in agents])
-    cutoff = now() - PRESENT_SECONDS
+    cutoff = now() - present_seconds
     return [a for a in agents if a.status == "online" and seen.get(a.id, 0) >= cutoff]
 
 
@@ -371,13 +374,14 @@ async def record_handle_time(r: aioredis.Redis, group: str, seconds: float) -> N
 
 
 async def estimated_wait_minutes(
-    r: aioredis.Redis, group: str, position: int, default_handle_seconds: float
+    r: aioredis.Redis, group: str, position: int, default_handle_seconds: float,
+    present_seconds: float = PRESENT_SECONDS,
 ) -> int:
     """About how long the customer at `position` waits: the recent mean handle time,
     shared by the group's online agents' free and future capacity."""
     samples = [float(_text(s)) for s in await r.lrange(handle_key(group), 0, -1)]
     handle = sum(samples) / len(samples) if samples else default_handle_seconds
-    agents = await available_agents(r, group)
+    agents = await available_agents(r, group, present_seconds)
     slots = sum(a.capacity for a in agents) or 1
     return max(1, math.ceil(position * handle / slots / 60))
 
