@@ -20,9 +20,11 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from bot.privacy import mask_name as mask_name  # shared with the actions
 from bot.privacy import mask_phone_number
 from bot.settings import get_settings
 from bot.shop import database
+from bot.shop.numbers import next_number as next_number  # shared with the actions
 from bot.shop.schema import AuditRecord, Customer, Identity
 
 T = TypeVar("T")
