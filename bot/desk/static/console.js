@@ -215,7 +215,9 @@
       scMute: '静音 / 取消静音',
       justNow: '刚刚',
       customerWrote: '客户',
-      newLabel: '新'
+      newLabel: '新',
+      sysPaused: '已转人工',
+      sysResumed: '已交回机器人'
     },
     en: {
       appName: 'Jade Mart Desk',
@@ -389,7 +391,9 @@
       scMute: 'Mute / unmute',
       justNow: 'just now',
       customerWrote: 'Customer',
-      newLabel: 'new'
+      newLabel: 'new',
+      sysPaused: 'handed to a person',
+      sysResumed: 'back to the bot'
     }
   };
 
@@ -927,6 +931,7 @@
       placeRow(row, c);
     }
     markCounts();
+    if (!prev || prev.state !== c.state || (prev.agent && prev.agent.id) !== (c.agent && c.agent.id)) markAgents();
     if (c.id === S.openId) renderConversationHead();
     if (prev && prev.state !== c.state) updateTransferTargets();
     return prev;
@@ -939,6 +944,7 @@
     markCounts();
   }
   function removeConversation(id) {
+    if (S.conversations.has(id)) markAgents();
     S.conversations.delete(id);
     S.seen.delete(id);
     saveSeen();
@@ -980,8 +986,9 @@
     setText(r.name, agentName(a));
     setHidden(r.role, a.role === 'agent');
     setText(r.role, roleLabel(a.role));
-    setText(r.load, t('load', { load: a.load || 0, cap: a.capacity || 0 }));
-    var pct = a.capacity ? Math.min(100, Math.round(100 * (a.load || 0) / a.capacity)) : 0;
+    var load = loadOf(a);
+    setText(r.load, t('load', { load: load, cap: a.capacity || 0 }));
+    var pct = a.capacity ? Math.min(100, Math.round(100 * load / a.capacity)) : 0;
     var fill = r.bar.firstChild;
     fill.style.width = pct + '%';
     toggleClass(fill, 'full', pct >= 100);
@@ -1000,6 +1007,23 @@
     var online = 0;
     S.agents.forEach(function (x) { if (x.status === 'online') online++; });
     setText($('count-agents'), t('agentsOf', { n: online }));
+  }
+  // A supervisor sees every assigned conversation, so the load is counted here from
+  // them (always current); an agent's console has only the server's figure.
+  function loadOf(a) {
+    if (!isSupervisor()) return a.load || 0;
+    var n = 0;
+    S.conversations.forEach(function (c) { if (c.state === 'with_agent' && c.agent && c.agent.id === a.id) n++; });
+    return n;
+  }
+  var agentsDirty = false;
+  function markAgents() {
+    if (agentsDirty || !isSupervisor()) return;
+    agentsDirty = true;
+    requestAnimationFrame(function () {
+      agentsDirty = false;
+      S.agents.forEach(function (a) { upsertAgent(a); });
+    });
   }
   function agentSortKey(a) {
     var order = { online: 0, away: 1, offline: 2 };
@@ -1641,11 +1665,13 @@
     return h('div', { class: 'day-sep', role: 'separator' }, h('span', null, txt));
   }
 
+  var SYSTEM_TEXTS = { 'handed to a person': 'sysPaused', 'back to the bot': 'sysResumed' };
   function lineEl(l) {
     var role = ['customer', 'bot', 'agent', 'system'].indexOf(l.role) >= 0 ? l.role : 'system';
     var el = h('div', { class: 'line line-' + role, 'data-testid': 'line', 'data-role': role });
     if (role === 'system') {
-      el.appendChild(h('div', { class: 'system-text' }, l.text || '', h('time', null, fmtTime(l.at))));
+      var sys = SYSTEM_TEXTS[l.text] ? t(SYSTEM_TEXTS[l.text]) : (l.text || '');
+      el.appendChild(h('div', { class: 'system-text' }, sys, h('time', null, fmtTime(l.at))));
       return el;
     }
     var who = role === 'customer' ? t('role_customer') : role === 'bot' ? t('role_bot') : (l.agent || t('role_agentLine'));
@@ -2155,7 +2181,7 @@
     });
     agents.sort(function (a, b) { return cmpKeys(agentSortKey(a), agentSortKey(b)); });
     agents.forEach(function (a) {
-      var label = agentName(a) + ' — ' + tr('status_', a.status || 'offline') + ' · ' + t('load', { load: a.load || 0, cap: a.capacity || 0 });
+      var label = agentName(a) + ' — ' + tr('status_', a.status || 'offline') + ' · ' + t('load', { load: loadOf(a), cap: a.capacity || 0 });
       if (c && a.groups && a.groups.length && a.groups.indexOf(c.group) < 0) label += ' · ' + (a.groups || []).map(groupLabel).join('/');
       var o = h('option', { value: String(a.id) }, label);
       if (a.status === 'offline') o.disabled = true;
