@@ -541,8 +541,10 @@
     if (!c || !(c.priority > 0)) return null;
     var r = String(c.reason || '').toLowerCase();
     var lvl = String((c.customer && c.customer.level) || '').toLowerCase();
-    if (r === 'vip' || lvl === 'vip' || lvl === 'diamond') return { cls: 'vip', text: t('prio_vip') };
+    // desk.yml gives priority to complaints and to members of the VIP levels: a priority
+    // that isn't a complaint's is a member's
     if (r === 'complaint' || c.group === 'complaints') return { cls: 'complaint', text: t('prio_complaint') };
+    if (r === 'vip' || lvl) return { cls: 'vip', text: t('prio_vip') };
     return { cls: 'high', text: t('prio_generic', { n: c.priority }) };
   }
   function agentName(a) {
