@@ -5,8 +5,11 @@ rule names, but our custom actions (`dispatcher.utter_message(response=…)`)
 and the dialogue policy (the core fallback, "we can pick this up any time"…)
 send responses too, so it fails on a correct project. This runs the same
 checks and accepts exactly those warnings: for responses that the code in
-`actions/` names, or that config.yml's policies are set to use. Every other
-warning fails, as with `--fail-on-warnings`.
+`actions/` or the agent desk (`bot/desk/`, which speaks to waiting customers)
+names, or that config.yml's policies are set to use. Likewise an intent with
+no NLU examples is accepted only when the desk's code names it: the desk
+triggers it (Rasa's trigger_intent), no customer types it. Every other warning
+fails, as with `--fail-on-warnings`.
 """
 
 from __future__ import annotations
@@ -19,6 +22,12 @@ from typing import Any, Iterable
 
 _UNUSED = re.compile(r"The utterance '(?P<name>[^']+)' is not used in any story or rule")
 _RESPONSE_LITERAL = re.compile(r"""["'](utter_[A-Za-z0-9_/]+)["']""")
+_NO_EXAMPLES = re.compile(
+    r"The intent '(?P<name>[^']+)' is listed in the domain file, but is not found in the NLU"
+)
+_NAME_LITERAL = re.compile(r"""["']([a-z][a-z0-9_]*)["']""")
+# Code that sends responses by name besides the custom actions.
+SPEAKING_CODE = ("actions", "bot/desk")
 # Rasa checks the domain's retrieval intent against itself: every bot with a
 # ResponseSelector-style FAQ gets it; it is not a problem in the data.
 KNOWN_FALSE_POSITIVES = (
@@ -31,13 +40,24 @@ class Report:
     ok: bool
     problems: list[str] = field(default_factory=list)
     accepted: list[str] = field(default_factory=list)
+    # Intents with no NLU examples that the desk triggers.
+    triggered: list[str] = field(default_factory=list)
 
 
 def responses_in_code(actions_dir: Path) -> set[str]:
-    """Response names written in the custom actions' source."""
+    """Response names written in the source of a directory (the custom actions)."""
     names: set[str] = set()
     for path in sorted(actions_dir.glob("*.py")):
         names.update(_RESPONSE_LITERAL.findall(path.read_text(encoding="utf-8")))
+    return names
+
+
+def intents_triggered(desk_dir: Path) -> set[str]:
+    """Names written as string literals in the desk's source: the intents it may
+    trigger are among them."""
+    names: set[str] = set()
+    for path in sorted(desk_dir.glob("*.py")):
+        names.update(_NAME_LITERAL.findall(path.read_text(encoding="utf-8")))
     return names
 
 
@@ -81,7 +101,7 @@ def validate(root: Path) -> Report:
         str(config_path), str(root / "domain.yml"), [str(root / "data")]
     )
     used = (
-        responses_in_code(root / "actions")
+        set().union(*(responses_in_code(root / part) for part in SPEAKING_CODE))
         | responses_in_policies(read_config_file(str(config_path)))
         | responses_in_forms(read_config_file(str(root / "domain.yml")))
     )
@@ -106,11 +126,15 @@ def validate(root: Path) -> Report:
             ]
         )
         validator.warn_if_config_mandatory_keys_are_not_set()
+    triggered = intents_triggered(root / "bot" / "desk")
     report = Report(ok)
     for message in _messages(caught):
         unused = _UNUSED.search(message)
+        no_examples = _NO_EXAMPLES.search(message)
         if unused and unused.group("name") in used:
             report.accepted.append(unused.group("name"))
+        elif no_examples and no_examples.group("name") in triggered:
+            report.triggered.append(no_examples.group("name"))
         elif not any(known in message for known in KNOWN_FALSE_POSITIVES):
             report.problems.append(message)
     report.ok = report.ok and not report.problems

@@ -29,3 +29,14 @@ def test_payloads_keep_the_language_even_without_nlu_output() -> None:
     # Button clicks ("/affirm") skip the NLU pipeline's output in some paths.
     assert language_event(tracker("zh", "/affirm")) is None
     assert language_event(tracker("zh", "where is my order")) == SlotSet("language", "en")
+
+
+def test_an_intent_triggered_from_outside_keeps_the_language() -> None:
+    # The desk closing a chat: Rasa's trigger_intent writes "EXTERNAL: handoff_closed",
+    # which reads as English; a Chinese customer must get the survey in Chinese.
+    slots = [CategoricalSlot("language", [], values=["zh", "en"], initial_value="zh")]
+    events = [
+        UserUttered("你好", parse_data={"intent": {"name": "greet"}, "language": "zh"}),
+        UserUttered.create_external("handoff_closed"),
+    ]
+    assert language_event(DialogueStateTracker.from_events("t", events, slots)) is None

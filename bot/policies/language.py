@@ -14,6 +14,7 @@ from typing import Any, Dict, List
 from rasa.core.policies.policy import Policy, PolicyPrediction
 from rasa.engine.recipes.default_recipe import DefaultV1Recipe
 from rasa.engine.storage.resource import Resource
+from rasa.shared.core.constants import IS_EXTERNAL
 from rasa.shared.core.domain import Domain
 from rasa.shared.core.events import SlotSet, UserUttered
 from rasa.shared.core.generator import TrackerWithCachedStates
@@ -38,13 +39,18 @@ def _said_in(event: UserUttered, detect: bool = True) -> str | None:
 def language_event(tracker: DialogueStateTracker) -> SlotSet | None:
     """The slot change the latest user message calls for, if any.
 
-    A message without words (an emoji, an order number) keeps the language of
-    the customer's latest message that had words. That is read from the events
-    themselves, not the slot: Rasa's two-stage fallback rewinds turns, and a
-    replay can lose the slot's earlier value.
+    A message without words (an emoji, an order number), or an intent triggered
+    from outside, keeps the language of the customer's latest message that had
+    words. That is read from the events themselves, not the slot: Rasa's
+    two-stage fallback rewinds turns, and a replay can lose the slot's earlier
+    value.
     """
     message = tracker.latest_message
     if message is None or not message.text:
+        return None
+    if (message.metadata or {}).get(IS_EXTERNAL):
+        # An intent triggered through the HTTP API (the desk closing a chat): its text
+        # is Rasa's "EXTERNAL: handoff_closed", not the customer's words.
         return None
     detected = _said_in(message)
     if detected is None:
