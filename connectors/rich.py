@@ -8,7 +8,10 @@ service sends `custom` payloads with a `type` that every channel understands:
     {"type": "queue_position", "position": 3, "wait_minutes": 2}
     {"type": "satisfaction"}                         rate the service (1–5)
 
-Widgets render them natively; text channels get a sentence (below).
+Widgets render them natively; text channels get a sentence (below). A
+satisfaction survey on a text channel is its question (the message's text, or
+a default one) and the five scores as numbered options, numbered by score
+("5" is five points, as the question says), shown once.
 
 Buttons and quick replies become numbered options ("1. 查订单") and the
 customer may answer with the number: the dialogue reads a bare number as the
@@ -33,12 +36,19 @@ def language_of(text: str) -> str:
     return detect_language(text or "") or "zh"
 
 
+def is_survey(message: dict[str, Any]) -> bool:
+    custom = message.get("custom")
+    return isinstance(custom, dict) and custom.get("type") == "satisfaction"
+
+
 def options_of(message: dict[str, Any]) -> list[dict[str, str]]:
     """Buttons or quick replies (or a satisfaction survey's), as [{"title", "payload"}]."""
     found = message.get("buttons") or message.get("quick_replies") or []
-    custom = message.get("custom")
-    if not found and isinstance(custom, dict) and custom.get("type") == "satisfaction":
-        found = satisfaction_buttons("en" if custom.get("language") == "en" else "zh")
+    if not found and is_survey(message):
+        custom = message["custom"]
+        # Worst first, so that option N is N points: a customer who types "5" to a
+        # 1–5 question means five, whichever list they were shown.
+        found = satisfaction_buttons("en" if custom.get("language") == "en" else "zh")[::-1]
     return [
         {"title": str(b.get("title", "")), "payload": str(b.get("payload") or b.get("title", ""))}
         for b in found
@@ -52,6 +62,9 @@ def as_text(message: dict[str, Any]) -> str:
     text = (message.get("text") or "").strip()
     if text:
         parts.append(text)
+    elif is_survey(message):
+        # The survey's own question, before its options (which are its scores).
+        parts.append(survey_question(message["custom"]))
     options = options_of(message)
     if options:
         parts.append("\n".join(f"{i}. {o['title']}" for i, o in enumerate(options, 1)))
@@ -63,7 +76,7 @@ def as_text(message: dict[str, Any]) -> str:
         elif isinstance(value, dict) and value.get("payload", {}).get("src"):
             parts.append(str(value["payload"]["src"]))
     custom = message.get("custom")
-    if isinstance(custom, dict):
+    if isinstance(custom, dict) and not is_survey(message):
         sentence = custom_text(custom)
         if sentence:
             parts.append(sentence)
@@ -101,10 +114,36 @@ def custom_text(custom: dict[str, Any]) -> str:
         text = f"You are number {position} in the queue."
         return text + (f" About {wait} min to wait." if wait is not None else "")
     if kind == "satisfaction":
-        lines = [f"{i}. {t}" for i, t in enumerate(SATISFACTION_OPTIONS[lang], 1)]
-        head = "请为本次服务打分：" if lang == "zh" else "How did we do?"
-        return "\n".join([head, *lines])
+        return as_text({"custom": custom})
     return str(custom.get("text") or "")
+
+
+def survey_question(custom: dict[str, Any]) -> str:
+    """A satisfaction survey's question when no text came with it."""
+    if custom.get("text"):
+        return str(custom["text"])
+    if custom.get("language") == "en":
+        return "How did we do? 5 is best."
+    return "请为本次服务打分（5 分最满意）："
+
+
+def merge_split_texts(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One turn's messages with each custom-only message joined to the text before it.
+
+    Rasa's output channels send a response's text and its custom payload as two
+    messages; read apart, a satisfaction survey would ask its question twice
+    (the response's and its own default)."""
+    merged: list[dict[str, Any]] = []
+    for message in messages:
+        alone = isinstance(message.get("custom"), dict) and not any(
+            message.get(key) for key in ("text", "buttons", "quick_replies", "image", "attachment")
+        )
+        before = merged[-1] if merged else None
+        if alone and before is not None and before.get("text") and not before.get("custom"):
+            merged[-1] = {**before, "custom": message["custom"]}
+        else:
+            merged.append(message)
+    return merged
 
 
 def option_number(text: str) -> int | None:

@@ -98,8 +98,12 @@ def test_custom_payloads_render_as_sentences() -> None:
     english = as_text({"custom": {"type": "queue_position", "position": 1, "language": "en"}})
     assert english == "You are number 1 in the queue."
     survey = {"custom": {"type": "satisfaction", "language": "en"}}
-    assert "5. Very dissatisfied" in as_text(survey)
-    assert options_of(survey)[0]["payload"] == '/rate{"score": 5}'
+    # Numbered by score: "5" is five points, as the question says.
+    assert "1. Very dissatisfied" in as_text(survey) and "5. Very satisfied" in as_text(survey)
+    assert as_text(survey).count("Very satisfied") == 1
+    assert [o["payload"] for o in options_of(survey)] == [
+        f'/rate{{"score": {n}}}' for n in range(1, 6)
+    ]
 
 
 @pytest.mark.parametrize(

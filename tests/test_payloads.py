@@ -77,7 +77,9 @@ def test_options_expire_when_the_conversation_moves_on() -> None:
 def test_a_satisfaction_survey_offers_its_scores() -> None:
     survey = tracker(UserUttered("bye"), bot("", custom={"type": "satisfaction"}))
     assert check_customer_text('/rate{"score": 5}', survey) == ('/rate{"score": 5}', {})
-    assert check_customer_text("5", survey)[0] == '/rate{"score": 1}'
+    # The options are numbered by score: "5" is five points.
+    assert check_customer_text("5", survey)[0] == '/rate{"score": 5}'
+    assert check_customer_text("1", survey)[0] == '/rate{"score": 1}'
 
 
 def test_the_fallbacks_last_offer_counts_though_rasa_reverts_its_turn() -> None:

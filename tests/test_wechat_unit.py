@@ -239,6 +239,22 @@ def test_a_turn_renders_as_one_text_with_numbered_options() -> None:
     assert render_turn([{"text": "  "}, {}]) == ""
 
 
+def test_the_satisfaction_survey_is_asked_once_with_scores_as_numbers() -> None:
+    # utter_ask_rating: a question and the typed custom payload. Rasa's output
+    # channels send the two as separate messages; WeChat showed the scores twice.
+    question = "请为本次服务打个分吧（5 分最满意）："
+    survey = {"type": "satisfaction", "language": "zh"}
+    expected = (f"{question}\n\n1. 非常不满意\n2. 不满意\n3. 一般\n4. 满意\n5. 非常满意"
+                "\n\n回复数字即可选择。")
+    assert render_turn([{"text": question}, {"custom": survey}]) == expected
+    # As one message (Rasa's trigger_intent hands the output channel whole responses).
+    assert render_turn([{"text": question, "custom": survey}]) == expected
+    # Pushed alone, without a question of its own: a default one, once.
+    bare = render_turn([{"custom": {"type": "satisfaction", "language": "en"}}])
+    assert bare.startswith("How did we do? 5 is best.\n\n1. Very dissatisfied\n")
+    assert bare.count("Very satisfied") == 1 and bare.endswith("Reply with a number to choose.")
+
+
 def test_long_texts_are_split_within_wechats_byte_limit() -> None:
     paragraph = "退货政策：" + "商品签收后七天内可无理由退货。" * 20  # ~900 bytes
     text = "\n\n".join([paragraph] * 5)

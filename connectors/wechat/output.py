@@ -18,7 +18,7 @@ from wechatpy.exceptions import WeChatClientException
 from connectors.clients import get_redis
 from connectors.identity import BadConversationId, split_conversation_id
 from connectors.push import DeliveryFailed, PushError, record_delivery_failure
-from connectors.rich import as_text
+from connectors.rich import as_text, merge_split_texts
 from connectors.wechat.api import WeChatAPI
 
 logger = logging.getLogger(__name__)
@@ -29,8 +29,11 @@ TEXT_LIMIT_BYTES = 2048
 
 
 def render_turn(messages: list[dict[str, Any]]) -> str:
-    """The bot's messages of one turn as one text."""
-    return "\n\n".join(text for text in (as_text(m).strip() for m in messages) if text)
+    """The bot's messages of one turn as one text (a response that Rasa split into
+    its text and its custom payload read as one)."""
+    return "\n\n".join(
+        text for text in (as_text(m).strip() for m in merge_split_texts(messages)) if text
+    )
 
 
 def split_text(text: str, limit: int = TEXT_LIMIT_BYTES) -> list[str]:

@@ -172,6 +172,9 @@
     customerSpoke: false,
     agent: null,
     queue: null,
+    // The last bot message was text alone: Rasa sends a response's custom payload
+    // (a survey) as a message of its own right after its text, the question.
+    botAsked: false,
     typingTimer: null,
     phone: false,
   };
@@ -413,6 +416,7 @@
   // --- rendering messages -------------------------------------------------------------
   function addCustomer(text) {
     state.customerSpoke = true;
+    state.botAsked = false;
     renderHot();
     clearOptions();
     append(el("div", "jc-msg jc-customer", text));
@@ -445,7 +449,8 @@
       return { title: label, payload: '/rate{"score": ' + (5 - i) + "}" };
     });
   }
-  function handleCustom(custom, live) {
+  // `asked`: the message's own text (or the text just before it) asked the question.
+  function handleCustom(custom, live, asked) {
     var lang = language();
     switch (custom.type) {
       case "agent_joined":
@@ -461,8 +466,12 @@
         state.queue = { position: custom.position, wait_minutes: custom.wait_minutes };
         break;
       case "satisfaction":
-        append(el("div", "jc-msg jc-bot", t("rate")));
-        if (live) addOptions(ratingOptions(custom));
+        if (custom.text) append(el("div", "jc-msg jc-bot", String(custom.text)));
+        else if (!asked) append(el("div", "jc-msg jc-bot", t("rate")));
+        if (live) {
+          clearOptions();
+          addOptions(ratingOptions(custom));
+        }
         break;
       default:
         if (custom.text) append(el("div", "jc-msg jc-bot", String(custom.text)));
@@ -488,7 +497,10 @@
       figure.appendChild(img);
       append(figure);
     }
-    if (message.custom && typeof message.custom === "object") handleCustom(message.custom, live);
+    var custom = message.custom && typeof message.custom === "object" ? message.custom : null;
+    var alone = custom && !message.text && !src && !message.buttons && !message.quick_replies;
+    if (custom) handleCustom(custom, live, !!message.text || (alone && state.botAsked));
+    state.botAsked = sender !== "agent" && !!message.text && !custom;
     var options = message.quick_replies || message.buttons;
     if (live && Array.isArray(options) && options.length) {
       clearOptions();
@@ -506,6 +518,7 @@
       if (node !== hot) node.remove();
     });
     state.customerSpoke = false;
+    state.botAsked = false;
     state.agent = null;
     state.queue = null;
     messages.forEach(function (line, i) {
