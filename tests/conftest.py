@@ -123,7 +123,10 @@ def action_server(
     log = tmp_path_factory.mktemp("actions") / "actions.out"
     settings = dataclasses.replace(get_settings(), action_port=port)
     spec = action_server_spec(
-        settings, base_env(DATABASE_URL=shop_url, BOT_VAR_DIR=str(action_var_dir))
+        settings, base_env(
+            DATABASE_URL=shop_url, BOT_VAR_DIR=str(action_var_dir),
+            BUSINESS_HOURS_FILE=str(ROOT / "tests" / "data" / "hours_always_open.yml"),
+        )
     )
     assert spec.ready is not None
     process = subprocess.Popen(
@@ -161,6 +164,7 @@ class Service:
     var_dir: Path
     process: subprocess.Popen
     log: Path
+    desk_url: str = ""
 
     def post(self, path: str, body: dict[str, Any], token: str | None = TOKEN) -> Any:
         url = f"{self.url}{path}" + (f"?token={token}" if token else "")
@@ -186,11 +190,20 @@ class Service:
 def start_service(var_dir: Path, env_extra: dict[str, str], name: str) -> Service:
     var_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
+    desk_port = free_port()
+    # Read at each handoff: a test may close the shop for a moment (`hours_closed`).
+    hours = var_dir / "business_hours.yml"
+    hours.write_text((ROOT / "tests" / "data" / "hours_always_open.yml").read_text())
     env = base_env(
         BOT_VAR_DIR=str(var_dir),
         BOT_RASA_PORT=str(port),
         BOT_ACTION_PORT=str(free_port()),
+        BOT_DESK_PORT=str(desk_port),
         BOT_API_TOKEN=TOKEN,
+        # People answer at any hour unless a test says otherwise (tests/data/).
+        BUSINESS_HOURS_FILE=str(hours),
+        # Short limits: position updates, time-outs and grace periods within a test.
+        DESK_FILE=str(ROOT / "tests" / "data" / "desk.yml"),
         **env_extra,
     )
     log = var_dir / f"{name}.out"
@@ -202,19 +215,30 @@ def start_service(var_dir: Path, env_extra: dict[str, str], name: str) -> Servic
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    service = Service(f"http://127.0.0.1:{port}", var_dir, process, log)
+    service = Service(f"http://127.0.0.1:{port}", var_dir, process, log,
+                      f"http://127.0.0.1:{desk_port}")
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"bot run exited {process.returncode}:\n{log.read_text()[-4000:]}")
         try:
-            if service.get("/status").get("model_file"):
+            if service.get("/status").get("model_file") and _answers(
+                f"{service.desk_url}/desk/health"
+            ):
                 return service
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             pass
         time.sleep(1)
     stop_service(service)
     raise RuntimeError(f"bot run not ready after {START_TIMEOUT}s:\n{log.read_text()[-4000:]}")
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status == 200
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False
 
 
 def stop_service(service: Service) -> int:

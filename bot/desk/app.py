@@ -76,7 +76,8 @@ def can_act(agent: AgentState, chat: Chat) -> bool:
 
 
 def create_app(name: str = "desk") -> Sanic:
-    app = Sanic(name)
+    # Our own logging (bot.desk.__main__): Sanic's would silence loggers made before it.
+    app = Sanic(name, configure_logging=False)
     app.config.WEBSOCKET_PING_INTERVAL = 20
     app.config.WEBSOCKET_PING_TIMEOUT = 20
     app.config.REQUEST_MAX_SIZE = 256 * 1024

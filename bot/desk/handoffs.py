@@ -380,9 +380,12 @@ class Desk:
 
     async def _resume(self, chat: Chat) -> None:
         try:
+            # The pause ended a turn without Rasa's action_listen: add it, so the
+            # bot's next turn starts as any turn does (rules expect it).
             await self.rasa.append(chat.conversation_id, [
                 {"event": "resume"},
                 {"event": "slot", "name": "language", "value": chat.language},
+                {"event": "action", "name": "action_listen"},
             ])
         except RasaError:
             logger.exception("could not resume %s", chat.conversation_id)
