@@ -10,6 +10,8 @@ from actions.fallback import (
     suggestions,
 )
 from actions.orders import ValidateOrderForm, normalize_order_id
+from bot.settings import get_settings
+from tests.conftest import ROOT
 
 
 def tracker(language: str = "zh", latest: dict[str, Any] | None = None) -> Tracker:
@@ -87,9 +89,17 @@ async def test_ask_affirmation_offers_none_of_these_in_english() -> None:
 
 
 @pytest.mark.asyncio
-async def test_giving_up_offers_a_person_and_reverts_the_turn() -> None:
-    dispatcher = CollectingDispatcher()
-    events = await ActionDefaultFallback().run(dispatcher, tracker("zh"), {})
+async def test_giving_up_hands_over_to_a_person_and_reverts_the_turn(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Outside business hours no person can come: the bot says when people are back
+    # and offers a message (its buttons), and nothing is queued.
+    monkeypatch.setenv("BUSINESS_HOURS_FILE", str(ROOT / "tests" / "data" / "hours_closed.yml"))
+    get_settings.cache_clear()
+    try:
+        dispatcher = CollectingDispatcher()
+        events = await ActionDefaultFallback().run(dispatcher, tracker("zh"), {})
+    finally:
+        get_settings.cache_clear()
     assert events == [{"event": "rewind", "timestamp": None}]
-    # utter_fallback_give_up carries the buttons (a person, a message) in both languages.
-    assert dispatcher.messages[0]["response"] == "utter_fallback_give_up"
+    assert [m["response"] for m in dispatcher.messages] == ["utter_handoff_closed_hours"]

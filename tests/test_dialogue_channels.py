@@ -428,7 +428,8 @@ async def test_a_button_the_bot_offered_still_works_from_the_widget(service: Ser
         clicked = await customer.say("/human_handoff", shown="转人工")
     finally:
         await customer.close()
-    assert texts(clicked) == [response("utter_handoff_unavailable", "zh")]
+    # Nobody at the desk of the test service: a message is offered.
+    assert texts(clicked) == [response("utter_handoff_no_agent", "zh")]
     user = events(service, customer.conversation_id, "user")[-1]
     assert user["parse_data"]["intent"]["name"] == "human_handoff"
     assert "typed_payload" not in user["metadata"]
@@ -511,11 +512,12 @@ async def test_a_number_answers_the_give_up_offer_on_wechat(
         assert asked.startswith(response("utter_did_you_mean", "en")), asked
         none_of_these = len(last_options(asked))  # always the last option
         reply = (await customer.say(str(none_of_these)))[0]["text"]
-    assert reply.startswith(response("utter_fallback_give_up", "en")), reply
-    assert last_options(reply) == ["Talk to a person", "Leave a message"]
-    picked = await customer.say("2")
+    # Two misses hand over to a person; nobody is at the desk: a message is offered.
+    assert reply.startswith(response("utter_handoff_no_agent", "en")), reply
+    assert last_options(reply) == ["Leave a message", "No thanks"]
+    picked = await customer.say("1")
     said = events(service, customer.conversation_id, "user")[-1]
-    assert said["metadata"].get("option") == {"number": 2, "payload": "/leave_message"}
+    assert said["metadata"].get("option") == {"number": 1, "payload": "/leave_message"}
     assert texts(picked) == [response("utter_ask_ticket_message", "en")]
 
 
@@ -527,16 +529,16 @@ async def test_a_click_on_the_give_up_offer_in_the_widget(service: Service) -> N
             asked = await customer.say("嗯 那个 zzkx qwv")
             assert texts(asked) == [response("utter_did_you_mean", "zh")]
             given_up = await customer.say("/out_of_scope", shown="都不是")
-        assert texts(given_up) == [response("utter_fallback_give_up", "zh")]
+        assert texts(given_up) == [response("utter_handoff_no_agent", "zh")]
         offered = [q["payload"] for q in given_up[0].get("quick_replies") or []]
-        assert offered == ["/human_handoff", "/leave_message"]
-        clicked = await customer.say("/human_handoff", shown="转人工")
+        assert offered == ["/leave_message", "/deny"]
+        clicked = await customer.say("/leave_message", shown="给客服留言")
     finally:
         await customer.close()
     said = events(service, customer.conversation_id, "user")[-1]
     assert "typed_payload" not in said["metadata"], "the click was read as typed words"
-    # Read as the words "human_handoff", it also turned the conversation English.
-    assert texts(clicked) == [response("utter_handoff_unavailable", "zh")]
+    # Read as the words "leave_message", it would also have turned the conversation English.
+    assert texts(clicked) == [response("utter_ask_ticket_message", "zh")]
 
 
 # --- the app: a task switch inside the form -----------------------------------------------

@@ -95,8 +95,9 @@ def test_account_look_ups_need_a_verified_customer_and_placeholders_are_honest(
     # The REST caller's messages carry no channel identity: no account is named.
     answer = service.texts(sender(), "我钱包里还有多少钱")
     assert "确认您的身份" in answer and "¥" not in answer
+    # Nobody at the desk of the test service: a message is offered.
     answer = service.texts(sender(), "I want to talk to a real person")
-    assert "isn't connected to human agents yet" in answer
+    assert "no agent is online right now" in answer
 
 
 def test_two_stage_fallback_then_offers_a_person(service: Service) -> None:
@@ -106,8 +107,9 @@ def test_two_stage_fallback_then_offers_a_person(service: Service) -> None:
     assert "换个说法" in service.texts(who, "/out_of_scope")
     service.say(who, "/nlu_fallback")
     give_up = service.say(who, "/out_of_scope")
-    assert "转接人工客服" in give_up[0]["text"]
-    assert [b["payload"] for b in give_up[0]["buttons"]] == ["/human_handoff", "/leave_message"]
+    # Two misses hand over to a person; nobody is at the desk: a message is offered.
+    assert "没有人工客服在线" in give_up[0]["text"]
+    assert [b["payload"] for b in give_up[0]["buttons"]] == ["/leave_message", "/deny"]
 
 
 def test_low_confidence_message_gets_did_you_mean_in_the_customers_language(
