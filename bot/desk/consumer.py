@@ -5,7 +5,8 @@ It reads with the consumer group "desk", so a desk instance that restarts
 first gets what it had read and not acknowledged, and several instances share
 the work. An entry is acknowledged only after it was handled; a marker per
 handled entry keeps one that comes again (after a crash between handling and
-acknowledging) from reaching the agent twice.
+acknowledging) from reaching the agent twice: it is written in the same Redis
+transaction as the first thing the entry tells an agent (bot.desk.state.notify).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from bot.events.stream import Entry, StreamConsumer
 
 logger = logging.getLogger(__name__)
 
-HANDLED_TTL = 24 * 3600
 _KINDS = {"user", "bot", "pause"}
 
 
@@ -36,9 +36,10 @@ class DeskConsumer:
         chat = await st.get_chat(r, entry.sender_id)
         if chat is None:
             return  # not handed off: the bot has it
-        marker = f"desk:handled:{entry.id}"
+        marker = st.handled_key(entry.id)
         if await r.exists(marker):
-            return
+            return  # handled before a crash: read again, not told again
+        st.handling.set(entry.id)
         if kind == "pause":
             await st.set_fields(r, chat.conversation_id, paused=1)
             await self.desk.route()
@@ -48,7 +49,9 @@ class DeskConsumer:
             await self.desk.on_customer_line(chat, entry.event)
         else:
             await self.desk.on_bot_line(chat, entry.event)
-        await r.set(marker, 1, ex=HANDLED_TTL)
+        if st.handling.get() is not None:  # nothing was told: mark it now
+            st.handling.set(None)
+            await r.set(marker, 1, ex=st.HANDLED_TTL)
 
     async def run(self, stopping: asyncio.Event) -> None:
         while not stopping.is_set():

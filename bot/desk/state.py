@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Dict, Iterable, List, Sequence
 
@@ -389,16 +390,31 @@ async def estimated_wait_minutes(
 # --- feeds ------------------------------------------------------------------------------
 
 
+# The event-pipe entry being handled (bot.desk.consumer): its "handled" marker is
+# written in the same transaction as the first feed entries it causes, so an
+# entry read again after a crash never reaches an agent twice.
+handling: ContextVar[str | None] = ContextVar("handling", default=None)
+HANDLED_TTL = 24 * 3600
+
+
+def handled_key(entry_id: str) -> str:
+    return f"{P}handled:{entry_id}"
+
+
 async def notify(r: aioredis.Redis, agent_ids: Iterable[int], event: Dict[str, Any]) -> None:
     """Append `event` to each agent's feed and announce it to the desk instances."""
     recipients = sorted(set(agent_ids))
     if not recipients:
         return
     body = json.dumps(event, ensure_ascii=False)
-    pipe = r.pipeline(transaction=False)
+    entry = handling.get()
+    pipe = r.pipeline(transaction=entry is not None)
     for agent_id in recipients:
         pipe.xadd(feed_key(agent_id), {"e": body}, maxlen=FEED_LENGTH, approximate=True)
-    ids = await pipe.execute()
+    if entry is not None:
+        pipe.set(handled_key(entry), 1, ex=HANDLED_TTL)
+        handling.set(None)
+    ids = (await pipe.execute())[: len(recipients)]
     pipe = r.pipeline(transaction=False)
     for agent_id, event_id in zip(recipients, ids, strict=True):
         pipe.publish(LIVE, f"{agent_id} {_text(event_id)} {body}")
