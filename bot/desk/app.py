@@ -435,7 +435,7 @@ def create_app(name: str = "desk") -> Sanic:
         app.ctx.live.setdefault(agent_id, set()).add(inbox)
         await st.touch(r, agent_id)
         sent = request.args.get("last_event_id") or ""
-        presence = asyncio.create_task(_present(r, agent_id))
+        presence = asyncio.create_task(_present(r, agent_id, app.ctx.desk.config.grace_seconds))
         try:
             if sent:
                 backlog = await st.feed_since(r, agent_id, sent)
@@ -564,11 +564,12 @@ async def _may_read_closed(app: Sanic, agent: AgentState, conversation_id: str) 
     return False
 
 
-async def _present(r: aioredis.Redis, agent_id: int) -> None:
-    """While the socket is open the agent is there (a background tab pings slowly)."""
+async def _present(r: aioredis.Redis, agent_id: int, grace: float) -> None:
+    """While the socket is open the agent is there (a background tab pings slowly):
+    touched well within the grace period, or an open console would count as gone."""
     with contextlib.suppress(asyncio.CancelledError):
         while True:
-            await asyncio.sleep(15)
+            await asyncio.sleep(max(0.5, min(15.0, grace / 4)))
             await st.touch(r, agent_id)
 
 
