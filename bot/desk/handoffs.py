@@ -490,23 +490,32 @@ class Desk:
                 await self.requeue_agent(agent_id)
 
     async def reconcile(self) -> int:
-        """Open handoffs SQL has and Redis lost (a Redis without persistence restarted):
-        back in their queues, in their original order."""
+        """Open handoffs SQL has and Redis lost (a Redis without persistence
+        restarted): back in their queues, in their original order. One older than
+        the longest wait is over: the bot takes it back and offers a message, as
+        after any wait too long (a paused conversation must not stay paused)."""
         rebuilt = 0
-        for row in await records.in_thread(lambda: records.open_handoffs(self.database_url)):
-            if await st.get_chat(self.r, row["conversation_id"]) is not None:
-                continue
-            chat = Chat(
-                conversation_id=row["conversation_id"], handoff_id=row["id"],
-                channel=row["channel"], group=row["group"] if row["group"] in self.config.groups
-                else self.config.default_group, priority=row["priority"], reason=row["reason"],
-                language=row["language"], customer_id=row["customer_id"],
-                queued_at=row["requested_at"] or st.now(), paused=1, front=1,
-            )
-            await records.in_thread(lambda c=chat: records.mark_requeued(
-                self.database_url, c.handoff_id, transfer=False))
-            await st.put_queued(self.r, chat)
-            rebuilt += 1
+        now = st.now()
+        async with self.lock():  # two instances starting together do it once
+            for row in await records.in_thread(lambda: records.open_handoffs(self.database_url)):
+                if await st.get_chat(self.r, row["conversation_id"]) is not None:
+                    continue
+                chat = Chat(
+                    conversation_id=row["conversation_id"], handoff_id=row["id"],
+                    channel=row["channel"], group=row["group"] if row["group"] in self.config.groups
+                    else self.config.default_group, priority=row["priority"], reason=row["reason"],
+                    language=row["language"], customer_id=row["customer_id"],
+                    queued_at=row["requested_at"] or now, paused=1, front=1,
+                )
+                if now - chat.queued_at > self.config.max_wait_seconds:
+                    await records.in_thread(lambda c=chat: records.mark_ended(
+                        self.database_url, c.handoff_id, "cancelled", "system:lost"))
+                    await self._back_to_bot(chat, "handoff_timeout")
+                    continue
+                await records.in_thread(lambda c=chat: records.mark_requeued(
+                    self.database_url, c.handoff_id, transfer=False))
+                await st.put_queued(self.r, chat)
+                rebuilt += 1
         return rebuilt
 
 
