@@ -401,13 +401,35 @@ def business_hours_line(settings: Settings) -> str:
     return f"{hours.timezone.key}, closed now" + (f" (opens {opens:%a %H:%M})" if opens else "")
 
 
-def agents_line(settings: Settings) -> str:
+DEMO_AGENTS = (
+    # username, display name, role, groups
+    ("demo-agent", "客服小青", "agent", ("general", "orders", "billing", "complaints")),
+    ("demo-lead", "主管老王", "supervisor", ("general", "orders", "billing", "complaints")),
+)
+
+
+def desk_line(settings: Settings) -> str:
+    """Who can log in to the desk, for the summary. With the demo logins on, two
+    demo people exist (an agent and a supervisor) whose password is a secret
+    kept under var/ (or DESK_DEMO_PASSWORD): a fresh install can try the desk."""
     from sqlalchemy import func, select
 
+    from bot.desk import agents as people
     from bot.shop import database
     from bot.shop.schema import Agent
 
-    with database.session(settings.database_url) as session:
+    url = settings.database_url
+    if settings.demo_logins:
+        password, source = stored_secret(settings, "DESK_DEMO_PASSWORD", "desk_demo_password")
+        with database.session(url) as session:
+            for username, name, role, groups in DEMO_AGENTS:
+                try:
+                    people.do_set_password(session, username, password)
+                except people.AgentError:
+                    people.do_add(session, username, password, name, role=role, groups=groups)
+        names = " / ".join(u for u, *_ in DEMO_AGENTS)
+        return f"demo logins {names}, password in {source}"
+    with database.session(url) as session:
         count = session.scalar(select(func.count()).select_from(Agent).where(Agent.active == 1))
     if not count:
         return "no agents yet: `bot agents add <username> --name 小青`"
@@ -511,6 +533,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             ]
         )
         token, token_source = api_token(settings)
+        desk_people = desk_line(settings)
         model = model_for(args, settings)
         env = child_env(settings, redis.url)
         children = [
@@ -536,7 +559,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                  + ("" if os.environ.get("APP_JWT_KEY") else " (off: set APP_JWT_KEY)")),
                 ("REST channel", f"POST {rasa_url}{REST_WEBHOOK} (API token required)"),
                 ("agent desk", f"http://{_local(settings.host)}:{settings.desk_port}/desk/ "
-                 f"({agents_line(settings)})"),
+                 f"({desk_people})"),
                 ("API token", f"in {token_source}"),
                 ("tracker store", mask_url(settings.tracker_db_url)),
                 ("shop database", shop_database),
