@@ -67,6 +67,9 @@ class DeliveryFailed(PushError):
 # The desk reads failed deliveries from here to show agents why a customer
 # didn't get a message (outside WeChat's 48-hour window, quota exhausted…).
 DELIVERY_FAILURES_STREAM = "delivery:failures"
+# Pub/sub channel on which channels announce "this conversation's customer is
+# typing" (the conversation id as the message), where the platform tells it.
+CUSTOMER_TYPING = "customer:typing"
 
 
 async def record_delivery_failure(redis: Any, failure: DeliveryFailed) -> None:

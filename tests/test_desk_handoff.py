@@ -102,6 +102,11 @@ async def test_web_customer_reaches_a_person_and_rates_the_service(service: Serv
         assert asked[-1]["intent"] == "human_handoff" and asked[-1]["confidence"] > 0.5
         assert detail["reason"] == "asked" and detail["slots"]["language"] == "zh"
 
+        # The widget says the customer is typing; the agent's console hears it.
+        await customer.emit("user_typing", {})
+        typing = await agent.wait("typing")
+        assert typing["conversation_id"] == cid and "id" not in typing
+
         # The customer writes; the agent gets it live. The bot says nothing.
         await send(customer, "我的快递三天没动了")
         line = await agent.wait("line", lambda e: e["line"]["role"] == "customer")

@@ -36,6 +36,7 @@ from bot.desk.state import AgentState, Chat
 from bot.events.stream import StreamConsumer
 from bot.settings import get_settings
 from bot.shop import database
+from connectors.push import CUSTOMER_TYPING
 
 logger = logging.getLogger(__name__)
 
@@ -577,6 +578,9 @@ async def _send_live(ws: Any, inbox: asyncio.Queue[Tuple[str, str]], sent: str) 
     last = st._split(sent) if sent else (0, 0)
     while True:
         event_id, body = await inbox.get()
+        if not event_id:  # a passing hint (typing): not in the feed, no id
+            await ws.send(body)
+            continue
         position = st._split(event_id)
         if position <= last:
             continue  # already sent from the feed
@@ -589,10 +593,13 @@ async def relay(app: Sanic) -> None:
     while not app.ctx.stopping.is_set():
         pubsub = app.ctx.redis.pubsub(ignore_subscribe_messages=True)
         try:
-            await pubsub.subscribe(st.LIVE)
+            await pubsub.subscribe(st.LIVE, CUSTOMER_TYPING)
             while True:
                 message = await pubsub.get_message(timeout=1.0)
                 if message is None:
+                    continue
+                if st._text(message["channel"]) == CUSTOMER_TYPING:
+                    await _typing(app, st._text(message["data"]))
                     continue
                 agent_id, event_id, body = st.parse_announcement(st._text(message["data"]))
                 for inbox in app.ctx.live.get(agent_id, ()):
@@ -605,6 +612,18 @@ async def relay(app: Sanic) -> None:
         finally:
             with contextlib.suppress(Exception):
                 await pubsub.close()
+
+
+async def _typing(app: Sanic, conversation_id: str) -> None:
+    """A customer types: the consoles here of the agent who has the conversation."""
+    if not any(app.ctx.live.values()):
+        return
+    agent = await app.ctx.redis.hget(st.chat_key(conversation_id), "agent_id")
+    agent_id = int(st._text(agent)) if agent else 0
+    body = json.dumps({"type": "typing", "conversation_id": conversation_id},
+                      ensure_ascii=False)
+    for inbox in app.ctx.live.get(agent_id, ()):
+        inbox.put_nowait(("", body))
 
 
 async def clock(app: Sanic) -> None:

@@ -31,6 +31,7 @@ import hmac
 import json
 import logging
 import os
+import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 from urllib.parse import urlsplit
@@ -47,6 +48,7 @@ from connectors.clients import PerLoop, get_redis, redis_url
 from connectors.history import transcript
 from connectors.limits import Limits, RateLimiter
 from connectors.notices import notice
+from connectors.push import CUSTOMER_TYPING
 from connectors.web.identity import (
     DEFAULT_TOKEN_DAYS,
     IdentityRefused,
@@ -63,6 +65,8 @@ from connectors.web.pages import (
 )
 
 logger = logging.getLogger(__name__)
+# A typing customer is announced at most this often (seconds) per socket.
+TYPING_EVERY = 2.0
 
 BOT_EVENT = "bot_uttered"
 SOCKETIO_PATH = "/socket.io"
@@ -252,6 +256,7 @@ class WebSocketServer:
         self.sio.on("disconnect", self.disconnect)
         self.sio.on("session_request", self.session_request)
         self.sio.on("user_uttered", self.user_uttered)
+        self.sio.on("user_typing", self.user_typing)
 
     # --- events --------------------------------------------------------------------
 
@@ -330,6 +335,22 @@ class WebSocketServer:
             await self._process(sid, session, utterance)
         finally:
             self.in_order.release(sid, before, mine)
+
+    async def user_typing(self, sid: str, data: Any = None) -> None:
+        """The customer is typing: announced (at most every few seconds per socket)
+        on Redis's CUSTOMER_TYPING channel, for whoever serves the conversation
+        (the agent desk shows it to the agent). Nothing is stored."""
+        state = await self.sio.get_session(sid)
+        session: WebSession | None = state.get("session")
+        now = time.monotonic()
+        if session is None or now - state.get("typing_at", 0.0) < TYPING_EVERY:
+            return
+        state["typing_at"] = now
+        await self.sio.save_session(sid, state)
+        try:
+            await get_redis().publish(CUSTOMER_TYPING, session.conversation_id)
+        except Exception:  # a hint only: never worth an error to the customer
+            logger.debug("typing signal of %s not sent", session.conversation_id)
 
     async def _session_of(self, sid: str, utterance: Utterance) -> WebSession:
         """The socket's verified session, if the utterance may speak in it."""

@@ -28,6 +28,7 @@
  *   line-button            a bot line's button (chip)
  *   delivery-failed        a delivery failure in the transcript, data-code=<code>
  *   conversation-removed   the banner shown when the open conversation left your view
+ *   customer-typing        "the customer is typing…" (web widget customers)
  *   reply-input, reply-send, note-send, note-mode
  *   suggestion             a suggested-answer chip
  *   canned-list, canned-item (data-shortcut)
@@ -79,6 +80,7 @@
       conversations: '会话列表',
       details: '客户与会话信息',
       transcript: '聊天记录',
+      customerTyping: '客户正在输入…',
       secMine: '我的会话',
       secQueue: '排队中',
       secTeam: '团队会话',
@@ -255,6 +257,7 @@
       conversations: 'Conversations',
       details: 'Customer and conversation details',
       transcript: 'Transcript',
+      customerTyping: 'The customer is typing…',
       secMine: 'My conversations',
       secQueue: 'Queue',
       secTeam: 'Team conversations',
@@ -1313,9 +1316,22 @@
       case 'resync':
         resync();
         return;
+      case 'typing':
+        onTyping(ev.conversation_id);
+        return;
       default:
         return; // unknown types are ignored (newer server)
     }
+  }
+
+  var typingTimer = null;
+  function onTyping(id) {
+    // Shown for a few seconds: the widget repeats it while the customer types.
+    if (id !== S.openId) return;
+    var box = $('customer-typing');
+    box.hidden = false;
+    clearTimeout(typingTimer);
+    typingTimer = setTimeout(function () { box.hidden = true; }, 4000);
   }
 
   function resync() {

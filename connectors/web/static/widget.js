@@ -392,6 +392,15 @@
   closeButton.addEventListener("click", function () {
     setOpen(false);
   });
+  // While a person has the chat, the agent sees that the customer is typing (the
+  // server passes it on at most every 2 s; nothing is stored).
+  var typingSentAt = 0;
+  input.addEventListener("input", function () {
+    var now = Date.now();
+    if (!socket || !input.value || now - typingSentAt < 2000) return;
+    typingSentAt = now;
+    socket.emit("user_typing", {});
+  });
   form.addEventListener("submit", function (event) {
     event.preventDefault();
     var text = input.value.trim();
