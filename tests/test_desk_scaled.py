@@ -6,7 +6,6 @@ and a console that reconnects to the other instance misses nothing."""
 from __future__ import annotations
 
 import contextlib
-from typing import AsyncIterator
 
 import pytest
 from sqlalchemy import select
@@ -15,24 +14,10 @@ from bot.shop import database
 from bot.shop.schema import Handoff
 from tests.conftest import POSTGRES_URL, Service
 from tests.desk_client import DeskClient, add_agent
-from tests.web_client import WebClient, texts
+from tests.test_desk_handoff import send, web_customer
+from tests.web_client import texts
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio]
-
-
-@contextlib.asynccontextmanager
-async def customer_on(service: Service) -> AsyncIterator[WebClient]:
-    customer = await WebClient(service.url).connect()
-    await customer.session()
-    try:
-        yield customer
-    finally:
-        await customer.close()
-
-
-async def send(customer: WebClient, text: str) -> None:
-    await customer.emit("user_uttered", {"message": text, "session_id": customer.token,
-                                         "customData": {}})
 
 
 async def test_two_desks_share_the_queue_and_the_agents(scaled: list[Service]) -> None:
@@ -46,7 +31,7 @@ async def test_two_desks_share_the_queue_and_the_agents(scaled: list[Service]) -
     other.http, other.csrf = agent.http, agent.csrf  # same cookie: same host, other port
     await other.connect()
     try:
-        async with customer_on(second) as customer:
+        async with web_customer(second) as customer:
             cid = customer.conversation_id
             assert "人工" in texts(await customer.say("转人工"))
             assigned = await other.wait("assigned", lambda e: e["conversation"]["id"] == cid)
