@@ -3,8 +3,9 @@ and WeChat's servers calling the webhook (`WeChatCaller`).
 
 The connector's `api_base_url` points here in tests. It issues access
 tokens, accepts customer-service messages and menus, records everything, and
-can be told to fail the next calls with a WeChat error code, or to expire its
-tokens as WeChat does.
+can be told to fail the next calls with a WeChat error code, to refuse
+customer-service messages to one follower (45015: outside the 48-hour window)
+until told otherwise, or to expire its tokens as WeChat does.
 
 `WeChatCaller` makes the requests WeChat's servers make: signed, and in safe
 mode encrypted, with wechatpy's own crypto.
@@ -41,6 +42,8 @@ class FakeWeChatAPI:
         self.issued: list[str] = []
         self.expired: set[str] = set()
         self.delivered: list[dict[str, Any]] = []  # customer-service messages accepted
+        # OpenID -> (errcode, errmsg) every customer-service message to them gets.
+        self._refused: dict[str, tuple[int, str]] = {}
         # WeChat: fetching a token retires the earlier ones (after a grace
         # period; here at once).
         self.one_valid_token = False
@@ -62,6 +65,23 @@ class FakeWeChatAPI:
         """Make the next `times` calls to `path` (e.g. "/cgi-bin/message/custom/send") fail."""
         with self._lock:
             self._failures[path].extend([(errcode, errmsg)] * times)
+
+    def refuse_messages_to(
+        self,
+        openid: str,
+        errcode: int = 45015,
+        errmsg: str = "response out of time limit or subscription is canceled",
+    ) -> None:
+        """Refuse every customer-service message to `openid` (after the token check,
+        as WeChat does) until `accept_messages_to`: by default 45015, the follower
+        has not written for 48 hours."""
+        with self._lock:
+            self._refused[openid] = (errcode, errmsg)
+
+    def accept_messages_to(self, openid: str) -> None:
+        """The follower wrote again: customer-service messages reach them."""
+        with self._lock:
+            self._refused.pop(openid, None)
 
     def expire_tokens(self) -> None:
         """Every token issued so far now gets 42001 (expired)."""
@@ -110,8 +130,12 @@ class FakeWeChatAPI:
         if token not in self.issued:
             return 200, {"errcode": 40001, "errmsg": "invalid credential, access_token is invalid"}
         if request.path == "/cgi-bin/message/custom/send":
+            message = request.json()
             with self._lock:
-                self.delivered.append(request.json())
+                refused = self._refused.get(message.get("touser"))
+                if refused is not None:
+                    return 200, {"errcode": refused[0], "errmsg": refused[1]}
+                self.delivered.append(message)
         return 200, {"errcode": 0, "errmsg": "ok"}
 
 
