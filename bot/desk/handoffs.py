@@ -366,6 +366,9 @@ class Desk:
             "type": "delivery_failed", "conversation_id": current.conversation_id,
             "code": code, "detail": detail, "ticket_id": ticket})
         await self._resume(current)
+        # Worth a try: a refusal may be temporary (45047: quota), and then the
+        # customer knows their message number.
+        await self.say(current, "utter_handoff_ticket", ticket_id=ticket)
         return ticket
 
     async def _end(self, chat: Chat, state: str, ended_by: str, why: str,
