@@ -256,3 +256,24 @@ async def test_cancel_words() -> None:
     assert ho.is_cancel("取消") and ho.is_cancel(" Cancel. ") and ho.is_cancel("不等了！")
     assert not ho.is_cancel("取消订单") and not ho.is_cancel("I want to cancel my order")
 
+
+
+async def test_a_customer_line_reaches_the_agent_and_its_language_is_followed(
+    redis: aioredis.Redis, db: str, desk: ho.Desk,
+) -> None:
+    await online(redis, 1, ["general"])
+    await ask(redis, db, request("web:v-lang"))
+    await pause(redis, "web:v-lang")
+    await desk.route()
+    chat = await st.get_chat(redis, "web:v-lang")
+    event = {"event": "user", "text": "where is my parcel", "timestamp": st.now(),
+             "parse_data": {"intent": {"name": "order_status", "confidence": 0.93},
+                            "language": "en"}}
+    await desk.on_customer_line(chat, event)
+    chat = await st.get_chat(redis, "web:v-lang")
+    assert (chat.language, chat.last_text, chat.unread) == ("en", "where is my parcel", 1)
+    lines = [e for _, e in await st.feed_since(redis, 1, "0-0") if e["type"] == "line"]
+    assert lines[-1]["line"] == {
+        "role": "customer", "text": "where is my parcel", "at": event["timestamp"],
+        "intent": "order_status", "confidence": 0.93, "agent": None, "buttons": [],
+    }

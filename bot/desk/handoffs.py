@@ -446,6 +446,12 @@ class Desk:
                 await self.cancel(chat, why="message", then="leave_message")
                 return
         line = line_of_customer(event)
+        language = parse.get("language")
+        if language in ("zh", "en") and language != chat.language:
+            # The customer switched language: the desk's sentences and the bot's
+            # closing question follow.
+            chat.language = language
+            await st.set_fields(self.r, chat.conversation_id, language=language)
         unread = await self.r.hincrby(st.chat_key(chat.conversation_id), "unread", 1)
         await st.set_fields(self.r, chat.conversation_id, last_text=text[:200],
                             last_at=line["at"])
