@@ -483,6 +483,14 @@ def cmd_agents(args: argparse.Namespace) -> int:
         try:
             with database.session(url) as session:
                 if args.agents_command == "add":
+                    from bot.desk.config import desk_config
+
+                    known = desk_config().group_names
+                    unknown = [g for g in agents.check_groups(args.groups.split(","))
+                               if g not in known]
+                    if unknown:
+                        raise CliError(f"no group {', '.join(unknown)} in desk.yml "
+                                       f"(groups: {', '.join(known)})")
                     password = read_password(args)
                     added = agents.do_add(
                         session, args.username, password, args.name, args.role,

@@ -6,6 +6,7 @@ solved and for a rating, and the rating is stored."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from typing import Any, AsyncIterator
 
@@ -15,7 +16,7 @@ from sqlalchemy import select
 from bot.shop import database
 from bot.shop.schema import AuditRecord, Handoff, Rating
 from tests.conftest import ROOT, Service
-from tests.desk_client import DeskClient, add_agent
+from tests.desk_client import PASSWORD, DeskClient, add_agent
 from tests.web_client import WebClient, texts, tracker
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio]
@@ -123,6 +124,9 @@ async def test_web_customer_reaches_a_person_and_rates_the_service(service: Serv
         await send(customer, "/restart")
         await agent.wait("line", lambda e: e["line"]["text"] == "/restart")
         assert (await agent.get("/desk/api/state"))["conversations"][0]["state"] == "with_agent"
+        # (The customer's language follows their latest message: back to Chinese.)
+        await send(customer, "好的，谢谢")
+        await agent.wait("line", lambda e: e["line"]["text"] == "好的，谢谢")
 
         # The agent closes: the bot is back and asks whether it was solved.
         await agent.post(DeskClient.conv(cid, "/close"))
@@ -213,3 +217,29 @@ async def test_outside_business_hours_the_customer_may_leave_a_message(
     finally:
         hours.write_text(always)
 
+
+
+async def test_a_disabled_agent_is_logged_out_everywhere(service: Service) -> None:
+    from bot.desk import agents as people
+
+    add_agent(shop_url(service), "leaving", "离职", ["general"])
+    agent = DeskClient(service.desk_url)
+    try:
+        await agent.login("leaving")
+        await agent.connect()
+        assert (await agent.call("GET", "/desk/api/me"))[0] == 200
+        with database.session(shop_url(service)) as session:
+            people.do_disable(session, "leaving")
+        # Within the desk's re-check (10 s) the API refuses and the socket closes.
+        deadline = asyncio.get_running_loop().time() + 30
+        while (await agent.call("GET", "/desk/api/me"))[0] != 401:
+            assert asyncio.get_running_loop().time() < deadline, "still logged in"
+            await asyncio.sleep(0.5)
+        assert agent._reader is not None
+        await asyncio.wait_for(agent._reader, 30)
+        assert agent.ws is not None and agent.ws.close_code == 4401
+        status, _ = await agent.call("POST", "/desk/api/login",
+                                     {"username": "leaving", "password": PASSWORD})
+        assert status == 401
+    finally:
+        await agent.close()

@@ -98,6 +98,7 @@ def create_app(name: str = "desk") -> Sanic:
                                app.ctx.rasa, phrases())
         # agent id -> queues of the consoles connected to this instance
         app.ctx.live = {}
+        app.ctx.active_checked = {}
         app.ctx.stopping = asyncio.Event()
         await sync_agents(app)
         rebuilt = await app.ctx.desk.reconcile()
@@ -136,9 +137,9 @@ def create_app(name: str = "desk") -> Sanic:
         if write and not auth.csrf_ok(session, request.headers.get("x-csrf-token")):
             raise Problem(403, "missing or wrong X-CSRF-Token")
         agent = await st.get_agent(app.ctx.redis, session.agent_id)
-        if agent is None:
+        if agent is None or not await _still_active(app, session.agent_id):
             agent = await register(app, session.agent_id)
-        if agent is None:  # disabled meanwhile
+        if agent is None:  # disabled meanwhile (`bot agents disable`)
             await auth.end_session(app.ctx.redis, session.token)
             raise Problem(401, "please log in")
         return session, agent
@@ -436,7 +437,8 @@ def create_app(name: str = "desk") -> Sanic:
         app.ctx.live.setdefault(agent_id, set()).add(inbox)
         await st.touch(r, agent_id)
         sent = request.args.get("last_event_id") or ""
-        presence = asyncio.create_task(_present(r, agent_id, app.ctx.desk.config.grace_seconds))
+        presence = asyncio.create_task(
+            _present(app, ws, session.token, agent_id, app.ctx.desk.config.grace_seconds))
         try:
             if sent:
                 backlog = await st.feed_since(r, agent_id, sent)
@@ -478,9 +480,28 @@ def _agent_state(agent: Any) -> AgentState:
                       capacity=agent.capacity)
 
 
+ACTIVE_CHECK_SECONDS = 10.0
+
+
+async def _still_active(app: Sanic, agent_id: int) -> bool:
+    """Whether SQL still has the agent active (checked every few seconds), so a
+    `bot agents disable` ends their sessions on every instance."""
+    checked = app.ctx.active_checked.get(agent_id)
+    now = st.now()
+    if checked is not None and now - checked < ACTIVE_CHECK_SECONDS:
+        return True
+    found = await records.in_thread(lambda: records.agent_by_id(app.ctx.database_url, agent_id))
+    if found is None or not found.active:
+        app.ctx.active_checked.pop(agent_id, None)
+        return False
+    app.ctx.active_checked[agent_id] = now
+    return True
+
+
 async def register(app: Sanic, agent_id: int) -> AgentState | None:
     found = await records.in_thread(lambda: records.agent_by_id(app.ctx.database_url, agent_id))
     if found is None or not found.active:
+        await st.unregister_agent(app.ctx.redis, agent_id, app.ctx.desk.config.group_names)
         return None
     agent = _agent_state(found)
     await st.register_agent(app.ctx.redis, agent, app.ctx.desk.config.group_names)
@@ -565,12 +586,18 @@ async def _may_read_closed(app: Sanic, agent: AgentState, conversation_id: str) 
     return False
 
 
-async def _present(r: aioredis.Redis, agent_id: int, grace: float) -> None:
+async def _present(app: Sanic, ws: Any, token: str, agent_id: int, grace: float) -> None:
     """While the socket is open the agent is there (a background tab pings slowly):
-    touched well within the grace period, or an open console would count as gone."""
+    touched well within the grace period, or an open console would count as gone.
+    A session that ended (logout, `bot agents disable`) closes the socket."""
+    r = app.ctx.redis
     with contextlib.suppress(asyncio.CancelledError):
         while True:
             await asyncio.sleep(max(0.5, min(15.0, grace / 4)))
+            if (await auth.get_session(r, token) is None
+                    or not await _still_active(app, agent_id)):
+                await ws.close(code=4401)
+                return
             await st.touch(r, agent_id)
 
 
