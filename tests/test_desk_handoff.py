@@ -243,3 +243,47 @@ async def test_a_disabled_agent_is_logged_out_everywhere(service: Service) -> No
         assert status == 401
     finally:
         await agent.close()
+
+
+async def test_a_verified_member_comes_first_with_profile_and_other_channels(
+    service: Service,
+) -> None:
+    """demo-zh (a gold member, logged in on the host site) asks for a person: the
+    agent sees the masked profile, why, and the customer's other channels, and may
+    open those; an agent serving someone else may not."""
+    from connectors.web.identity import user_hash
+    from tests.conftest import WEB_IDENTITY_SECRET
+
+    add_agent(shop_url(service), "other-desk", "旁人", ["billing"])
+    outsider = DeskClient(service.desk_url)
+    await outsider.login("other-desk")
+    customer = await WebClient(service.url).connect(
+        auth={"user_id": "demo-zh", "user_hash": user_hash(WEB_IDENTITY_SECRET, "demo-zh")})
+    try:
+        async with agent_at_desk(service, "vip-desk", "贵宾组", ["general"]) as agent:
+            await customer.session()
+            assert customer.conversation_id == "web:u-demo-zh"
+            await customer.say("转人工")
+            assigned = await agent.wait("assigned",
+                                        lambda e: e["conversation"]["id"] == "web:u-demo-zh")
+            view = assigned["conversation"]
+            assert view["priority"] == 2 and view["customer"]["verified"] is True
+            assert view["customer"]["level"] == "gold"
+            detail = await agent.get(DeskClient.conv("web:u-demo-zh"))
+            profile = detail["profile"]
+            assert profile["verified"] and profile["level"] == "gold"
+            assert "*" in profile["name"] and "*" in profile["phone"]
+            assert "13800000001" not in str(detail["profile"])
+            others = {p["id"] for p in detail["previous"]}
+            assert "app:app-demo-zh" in others
+            # The agent may open the customer's app conversation; an outsider may not.
+            assert (await agent.call("GET", DeskClient.conv("app:app-demo-zh")))[0] == 200
+            status, _ = await outsider.call("GET", DeskClient.conv("app:app-demo-zh"))
+            assert status == 404
+            status, _ = await outsider.call("GET", DeskClient.conv("web:u-demo-zh"))
+            assert status == 403
+            await agent.post(DeskClient.conv("web:u-demo-zh", "/close"))
+    finally:
+        await customer.close()
+        await outsider.post("/desk/api/status", {"status": "offline"})
+        await outsider.close()

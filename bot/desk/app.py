@@ -309,6 +309,14 @@ def create_app(name: str = "desk") -> Sanic:
         previous = await records.in_thread(
             lambda: records.previous_handoffs(url, cid, customer_id))
         ids = [p["handoff_id"] for p in previous if p["id"] == cid][:5]
+        # The customer's other channels, also where no person was involved.
+        listed = {p["id"] for p in previous} | {cid}
+        others = await records.in_thread(
+            lambda: records.customer_conversations(url, customer_id))
+        previous += [{"handoff_id": None, "id": other, "channel": other.split(":", 1)[0],
+                      "requested_at": None, "ended_at": None, "state": "bot",
+                      "reason": None, "group": None}
+                     for other in others if other not in listed]
         notes = await records.in_thread(lambda: records.notes(url, ids))
         await app.ctx.desk.audit(agent, "desk.view", chat, conversation=cid)
         slots = {k: v for k, v in (tracker.get("slots") or {}).items()
@@ -542,10 +550,13 @@ async def _target_agent(app: Sanic, value: Any) -> AgentState:
 
 
 async def _customer_of(app: Sanic, conversation_id: str) -> int | None:
+    url = app.ctx.database_url
     previous = await records.in_thread(
-        lambda: records.previous_handoffs(app.ctx.database_url, conversation_id, None, 1))
-    return None if not previous else await records.in_thread(
-        lambda: _handoff_customer(app.ctx.database_url, previous[0]["handoff_id"]))
+        lambda: records.previous_handoffs(url, conversation_id, None, 1))
+    found = None if not previous else await records.in_thread(
+        lambda: _handoff_customer(url, previous[0]["handoff_id"]))
+    return found or await records.in_thread(
+        lambda: records.customer_of_conversation(url, conversation_id))
 
 
 def _handoff_customer(url: str, handoff_id: int) -> int | None:
@@ -565,7 +576,7 @@ async def _may_read_closed(app: Sanic, agent: AgentState, conversation_id: str) 
     previous = await records.in_thread(
         lambda: records.previous_handoffs(url, conversation_id, None, 50))
     if not previous:
-        return False
+        return await _same_customer_as_mine(app, agent, conversation_id)
     from bot.shop.schema import Handoff
 
     def had_it() -> Tuple[bool, int | None]:
@@ -583,6 +594,17 @@ async def _may_read_closed(app: Sanic, agent: AgentState, conversation_id: str) 
                                        await st.agent_chats(app.ctx.redis, agent.id)):
             if chat.customer_id == customer_id:
                 return True
+    return False
+
+
+async def _same_customer_as_mine(app: Sanic, agent: AgentState, conversation_id: str) -> bool:
+    """Whether the conversation is another channel of a customer the agent serves now."""
+    url = app.ctx.database_url
+    for chat in await st.get_chats(app.ctx.redis, await st.agent_chats(app.ctx.redis, agent.id)):
+        if chat.customer_id and conversation_id in await records.in_thread(
+            lambda c=chat: records.customer_conversations(url, c.customer_id)
+        ):
+            return True
     return False
 
 

@@ -200,6 +200,35 @@ def previous_handoffs(
         ]
 
 
+def customer_conversations(url: str, customer_id: int | None) -> List[str]:
+    """The conversation ids of every channel identity bound to the customer."""
+    if not customer_id:
+        return []
+    with database.session(url) as session:
+        rows = session.scalars(select(Identity).where(Identity.customer_id == customer_id))
+        return sorted(conversation_of(i.channel, i.subject) for i in rows)
+
+
+def customer_of_conversation(url: str, conversation_id: str) -> int | None:
+    """The customer a conversation's channel identity is bound to, if any."""
+    channel, _, subject = conversation_id.partition(":")
+    if channel == "web" and subject.startswith("u-"):
+        subject = subject[2:]
+    with database.session(url) as session:
+        bound = session.scalars(
+            select(Identity).where(Identity.channel == channel, Identity.subject == subject)
+        ).first()
+        return bound.customer_id if bound else None
+
+
+def conversation_of(channel: str, subject: str) -> str:
+    """A bound identity's conversation id: the web channel keeps a host site's
+    users ("u-<id>") apart from its visitors ("v-…"); see connectors.identity."""
+    if channel == "web" and not subject.startswith(("v-", "u-")):
+        return f"web:u-{subject}"
+    return f"{channel}:{subject}"
+
+
 def active_agents(url: str) -> List[Agent]:
     with database.session(url) as session:
         agents = list(session.scalars(select(Agent).where(Agent.active == 1)))
