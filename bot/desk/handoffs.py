@@ -565,8 +565,10 @@ def transcript(events: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
         elif kind == "bot":
             lines.append(line_of_bot_event(event))
         elif kind in ("pause", "resume"):
+            # An event appended without a time stands where it is in the transcript.
+            at = float(event.get("timestamp") or (lines[-1]["at"] if lines else 0))
             lines.append({"role": "system", "text": "handed to a person" if kind == "pause"
-                          else "back to the bot", "at": float(event.get("timestamp") or 0),
+                          else "back to the bot", "at": at,
                           "intent": None, "confidence": None, "agent": None, "buttons": []})
     return lines
 
