@@ -91,10 +91,25 @@ def score_of(tracker: Tracker) -> int | None:
     return int(found.group()) if found else None
 
 
+def _applied(events: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """The events without the turns Rasa rewound (UserUtteranceReverted): a task
+    switch replays the customer's message, and the first reading never happened."""
+    kept: List[Dict[str, Any]] = []
+    for event in events:
+        if event.get("event") != "rewind":
+            kept.append(event)
+            continue
+        while kept and kept[-1].get("event") != "user":
+            kept.pop()
+        if kept:
+            kept.pop()
+    return kept
+
+
 def last_response(tracker: Tracker) -> str | None:
     """The response the bot said last before the customer's latest message."""
     seen_user = False
-    for event in reversed(tracker.events):
+    for event in reversed(_applied(list(tracker.events))):
         kind = event.get("event")
         if kind == "user":
             if seen_user:
@@ -215,8 +230,11 @@ class ActionSurveyRating(Action):
             logger.exception("survey: the shop database failed; the score is lost")
             stored = False
         dispatcher.utter_message(response="utter_rating_thanks", score=score)
-        # A comment could not be stored either: the thanks end the survey.
-        return [SlotSet(READY_SLOT, stored)]
+        # The comment is asked for once per survey: a score given instead of the
+        # comment (a change of mind) is thanked for, and the survey ends there. A
+        # comment could not be stored either when the score wasn't.
+        asked = last_response(tracker) == f"utter_ask_{COMMENT_SLOT}"
+        return [SlotSet(READY_SLOT, stored and not asked)]
 
     @staticmethod
     def no_score(

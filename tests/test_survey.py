@@ -171,8 +171,12 @@ def test_a_score_counts_anywhere_and_the_comment_may_be_skipped(
     (row,) = ratings_of(shop_url, chat.sender)
     assert row.comment is None
     # A second score within the hour corrects the first (one row).
-    assert said(chat.say("给你打五星"))[0] == "utter_rating_thanks"
+    assert said(chat.say("给你打五星")) == ["utter_rating_thanks", "utter_ask_rating_comment"]
     assert [r.score for r in ratings_of(shop_url, chat.sender)] == [5]
+    # A score instead of the comment: thanked for, the comment isn't asked again.
+    assert said(chat.say("还是4分吧")) == ["utter_rating_thanks"]
+    assert [r.score for r in ratings_of(shop_url, chat.sender)] == [4]
+    assert chat.tracker.active_loop_name is None
 
 
 @pytest.mark.slow
@@ -236,3 +240,18 @@ def test_a_failing_database_loses_the_answer_not_the_turn(broken_database: Any) 
     responses, _ = run_action(ActionSurveyComment(), "complain", "太慢了",
                               slots={"rating_comment": "太慢了"})
     assert responses == ["utter_comment_thanks"]
+
+
+def test_the_last_response_ignores_a_rewound_first_reading() -> None:
+    from actions.survey import last_response
+
+    asked = {"event": "bot", "metadata": {"utter_action": "utter_ask_rating_comment"}}
+    # A score given instead of the comment: the dialogue switches task and replays it.
+    events = [
+        {"event": "user", "text": "5分"}, asked, {"event": "user", "text": "4分"},
+        {"event": "action", "name": "action_switch_task"}, {"event": "rewind"},
+        {"event": "active_loop", "name": None}, {"event": "action", "name": "action_listen"},
+        {"event": "user", "text": "4分"},
+    ]
+    tracker = Tracker("t", {}, {}, events, False, None, {}, "action_listen")
+    assert last_response(tracker) == "utter_ask_rating_comment"
