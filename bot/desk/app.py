@@ -203,7 +203,9 @@ def create_app(name: str = "desk") -> Sanic:
         address = request.remote_addr or request.ip or "?"
         wait = await auth.login_wait(app.ctx.redis, username, address)
         if wait:
-            return error(429, "too many attempts; try again later", retry_after=wait)
+            resp = error(429, "too many attempts; try again later", retry_after=wait)
+            resp.headers["Retry-After"] = str(wait)
+            return resp
 
         def check() -> AgentState | None:
             with database.session(app.ctx.database_url) as session:

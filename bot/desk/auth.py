@@ -13,8 +13,10 @@ from redis import asyncio as aioredis
 
 COOKIE = "desk_session"
 SESSION_SECONDS = 12 * 3600  # a working day; renewed while in use
-# Wrong passwords allowed per username and per client address in the window.
+# Wrong passwords allowed in the window per username, and per client address
+# (higher: a whole office may share one address behind NAT).
 MAX_FAILURES = 5
+MAX_FAILURES_PER_ADDRESS = 20
 FAILURE_WINDOW = 15 * 60
 
 
@@ -64,9 +66,10 @@ def _failure_keys(username: str, address: str) -> list[str]:
 async def login_wait(r: aioredis.Redis, username: str, address: str) -> int:
     """Seconds until this username or address may try again (0: now)."""
     wait = 0
-    for key in _failure_keys(username, address):
+    limits = (MAX_FAILURES, MAX_FAILURES_PER_ADDRESS)
+    for key, limit in zip(_failure_keys(username, address), limits, strict=True):
         count = await r.get(key)
-        if count is not None and int(count) >= MAX_FAILURES:
+        if count is not None and int(count) >= limit:
             wait = max(wait, int(await r.ttl(key)) or 1)
     return wait
 
