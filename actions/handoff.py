@@ -16,7 +16,7 @@ import logging
 from typing import Any, Dict, List
 
 from rasa_sdk import Action, Tracker
-from rasa_sdk.events import ConversationPaused
+from rasa_sdk.events import ConversationPaused, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 from redis import asyncio as aioredis
@@ -116,19 +116,23 @@ async def hand_off(
     except Exception:  # Redis or the database away: nobody can be reached now
         logger.exception("handoff request failed for %s", tracker.sender_id)
         outcome = handoffs.Outcome("no_agent")
+    if request.reason == "complaint":
+        dispatcher.utter_message(response="utter_complaint_sorry")
+    # The slot also shows that the action ran (DialoguePolicy's speaking actions).
+    outcome_slot = SlotSet("handoff_outcome", outcome.kind)
     if outcome.kind == "closed_hours":
         dispatcher.utter_message(response="utter_handoff_closed_hours",
                                  opens=opening_phrase(outcome.opens, lang, now))
-        return []
+        return [outcome_slot]
     if outcome.kind == "no_agent":
         dispatcher.utter_message(response="utter_handoff_no_agent")
-        return []
+        return [outcome_slot]
     if outcome.kind == "connecting":
         dispatcher.utter_message(response="utter_handoff_connecting")
     else:
         dispatcher.utter_message(response="utter_handoff_queued", position=outcome.position,
                                  wait_minutes=outcome.wait_minutes)
-    return [ConversationPaused()]
+    return [outcome_slot, ConversationPaused()]
 
 
 class ActionHandoff(Action):

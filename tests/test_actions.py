@@ -101,5 +101,8 @@ async def test_giving_up_hands_over_to_a_person_and_reverts_the_turn(
         events = await ActionDefaultFallback().run(dispatcher, tracker("zh"), {})
     finally:
         get_settings.cache_clear()
-    assert events == [{"event": "rewind", "timestamp": None}]
+    assert events == [
+        {"event": "rewind", "timestamp": None},
+        {"event": "slot", "name": "handoff_outcome", "timestamp": None, "value": "closed_hours"},
+    ]
     assert [m["response"] for m in dispatcher.messages] == ["utter_handoff_closed_hours"]

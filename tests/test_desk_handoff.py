@@ -289,3 +289,19 @@ async def test_a_verified_member_comes_first_with_profile_and_other_channels(
         await customer.close()
         await outsider.post("/desk/api/status", {"status": "offline"})
         await outsider.close()
+
+
+async def test_a_complaint_goes_to_the_complaints_desk_with_an_apology(service: Service) -> None:
+    async with agent_at_desk(service, "complaints-desk", "投诉专员", ["complaints"]) as agent, \
+            web_customer(service) as customer:
+        answer = texts(await customer.say("你们的服务太差了，我要投诉"))
+        assert "抱歉" in answer and "人工" in answer, answer
+        assigned = await agent.wait("assigned", lambda e: e["conversation"]["id"]
+                                    == customer.conversation_id)
+        view = assigned["conversation"]
+        assert (view["group"], view["priority"], view["reason"]) == ("complaints", 1, "complaint")
+        await agent.post(DeskClient.conv(customer.conversation_id, "/close"))
+        await customer.wait("bot_uttered", bot_text("解决"))
+    handoff = handoffs_of(service, customer.conversation_id)[-1]
+    assert (handoff.group_name, handoff.reason, handoff.topic_intent) == (
+        "complaints", "complaint", "complain")
