@@ -8,13 +8,19 @@ default (SQLite under var/, the embedded Redis) and the scale-out setup
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import redis
 from rasa.core.brokers.broker import EventBroker
 from rasa.core.lock import TicketLock
-from rasa.core.lock_store import DEFAULT_SOCKET_TIMEOUT_IN_SECONDS, RedisLockStore
+from rasa.core.lock_store import (
+    DEFAULT_SOCKET_TIMEOUT_IN_SECONDS,
+    LOCK_LIFETIME,
+    LockError,
+    RedisLockStore,
+)
 from rasa.core.tracker_store import SQLTrackerStore
 from rasa.shared.core.domain import Domain
 from rasa.utils.endpoints import EndpointConfig
@@ -77,3 +83,65 @@ class RedisURLLockStore(RedisLockStore):
         return await super()._acquire_lock(
             conversation_id, ticket, min(wait_time_in_seconds, LOCK_POLL_SECONDS)
         )
+
+    # Rasa changes a lock by reading, changing and writing it back: two processes
+    # sharing the lock store (Rasa instances behind a load balancer, the desk
+    # writing an agent's line) can undo each other's change, and a ticket that
+    # vanishes makes the waiting turn fail ("Could not acquire lock": the
+    # customer's message is dropped). Each change here is one Redis transaction
+    # (WATCH/MULTI, again if the lock changed meanwhile).
+
+    def _change(self, conversation_id: str, change: Callable[[TicketLock | None], Any]) -> Any:
+        key = self.key_prefix + conversation_id
+        with self.red.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(key)
+                    raw = pipe.get(key)
+                    lock = TicketLock.from_dict(json.loads(raw)) if raw else None
+                    result, after = change(lock)
+                    pipe.multi()
+                    if after is None:
+                        pipe.delete(key)
+                    else:
+                        pipe.set(key, after.dumps())
+                    pipe.execute()
+                    return result
+                except redis.WatchError:
+                    continue
+
+    def issue_ticket(self, conversation_id: str, lock_lifetime: float = LOCK_LIFETIME) -> int:
+        def issue(lock: TicketLock | None) -> tuple[int, TicketLock]:
+            lock = lock or TicketLock(conversation_id)
+            return lock.issue_ticket(lock_lifetime), lock
+
+        try:
+            return self._change(conversation_id, issue)
+        except redis.RedisError as error:
+            raise LockError(f"Error while acquiring lock. Error:\n{error}") from error
+
+    def update_lock(self, conversation_id: str) -> None:
+        def expire(lock: TicketLock | None) -> tuple[None, TicketLock | None]:
+            if lock is not None:
+                lock.remove_expired_tickets()
+            return None, lock
+
+        self._change(conversation_id, expire)
+
+    def finish_serving(self, conversation_id: str, ticket_number: int) -> None:
+        def finish(lock: TicketLock | None) -> tuple[None, TicketLock | None]:
+            if lock is not None:
+                lock.remove_ticket_for(ticket_number)
+            return None, lock
+
+        self._change(conversation_id, finish)
+
+    def cleanup(self, conversation_id: str, ticket_number: int) -> None:
+        def finish(lock: TicketLock | None) -> tuple[None, TicketLock | None]:
+            if lock is None:
+                return None, None
+            lock.remove_ticket_for(ticket_number)
+            # Kept while someone waits; gone, in the same step, when nobody does.
+            return None, lock if lock.is_someone_waiting() else None
+
+        self._change(conversation_id, finish)

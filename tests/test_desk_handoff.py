@@ -177,12 +177,15 @@ async def test_web_customer_reaches_a_person_and_rates_the_service(service: Serv
 
 async def test_waiting_customer_may_cancel_and_gets_the_bot_back(service: Service) -> None:
     async with agent_at_desk(service, "busy", "小忙", ["general"], capacity=1) as agent, \
-            web_customer(service) as first, web_customer(service) as second:
+            web_customer(service) as first, web_customer(service) as second, \
+            web_customer(service) as third:
         await first.say("转人工")
         await agent.wait("assigned", lambda e: e["conversation"]["id"] == first.conversation_id)
         # The only agent is full: the second customer waits, first in line.
         answer = texts(await second.say("转人工"))
-        assert "1" in answer, answer
+        assert "排第 1 位" in answer, answer
+        answer = texts(await third.say("转人工"))
+        assert "排第 2 位" in answer, answer
         await agent.wait("conversation", lambda e: e["conversation"]["id"]
                          == second.conversation_id and e["conversation"]["state"] == "queued")
         # Typing while waiting: acknowledged, and the agent sees it in the queue.
@@ -196,8 +199,13 @@ async def test_waiting_customer_may_cancel_and_gets_the_bot_back(service: Servic
                          lambda e: e["conversation_id"] == second.conversation_id)
         answer = texts(await second.say("运费多少"))
         assert answer, "the bot answers after the cancel"
+        # The third customer moved up, and is told (desk.yml here: at most every 1 s).
+        await third.wait("bot_uttered", bot_text("排第 1 位"))
+        await send(third, "cancel")
+        await third.wait("bot_uttered", lambda d: bool(d.get("text")))
         await agent.post(DeskClient.conv(first.conversation_id, "/close"))
     assert handoffs_of(service, second.conversation_id)[-1].state == "cancelled"
+    assert handoffs_of(service, third.conversation_id)[-1].state == "cancelled"
 
 
 async def test_outside_business_hours_the_customer_may_leave_a_message(

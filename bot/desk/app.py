@@ -85,7 +85,8 @@ def create_app(name: str = "desk") -> Sanic:
 
     @app.listener("before_server_start")
     async def start(app: Sanic, _loop: Any) -> None:
-        from connectors.push import Push
+        from bot.desk.transcript import TranscriptWriter
+        from connectors.push import Push, load_channels
 
         settings = get_settings()
         app.ctx.settings = settings
@@ -93,9 +94,11 @@ def create_app(name: str = "desk") -> Sanic:
         app.ctx.database_url = settings.database_url
         rasa_url = os.environ.get("BOT_RASA_URL") or f"http://127.0.0.1:{settings.rasa_port}"
         app.ctx.rasa = RasaClient(rasa_url, settings.api_token or "")
-        push = Push.from_credentials_file(settings.root / "credentials.yml")
+        # Delivery only: the desk writes what it delivered into the transcript itself.
+        push = Push(load_channels(settings.root / "credentials.yml"))
+        transcript = TranscriptWriter(settings.tracker_db_url, app.ctx.redis)
         app.ctx.desk = ho.Desk(app.ctx.redis, settings.database_url, desk_config(), push,
-                               app.ctx.rasa, phrases())
+                               app.ctx.rasa, phrases(), transcript)
         # agent id -> queues of the consoles connected to this instance
         app.ctx.live = {}
         app.ctx.active_checked = {}

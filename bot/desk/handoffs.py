@@ -159,14 +159,32 @@ class Desk:
 
     def __init__(
         self, redis: aioredis.Redis, database_url: str, config: DeskConfig, push: Any,
-        rasa: RasaClient, phrases: Phrases,
+        rasa: RasaClient, phrases: Phrases, transcript: Any = None,
     ) -> None:
         self.r = redis
         self.database_url = database_url
         self.config = config
+        # Delivers only; what it delivered goes into the tracker via `transcript`
+        # (bot.desk.transcript.TranscriptWriter; None: not recorded, e.g. in tests
+        # without Rasa).
         self.push = push
         self.rasa = rasa
         self.phrases = phrases
+        self.transcript = transcript
+
+    async def record(self, conversation_id: str, message: Dict[str, Any],
+                     metadata: Dict[str, Any]) -> None:
+        """A delivered message into the conversation's transcript."""
+        if self.transcript is None:
+            return
+        from bot.desk.transcript import bot_event
+
+        try:
+            await self.transcript.append(
+                conversation_id, bot_event(message, {**metadata, "pushed": True}))
+        except Exception:  # delivered all the same: say so, don't fail the reply
+            logger.exception("message to %s delivered but not in its transcript",
+                             conversation_id)
 
     def lock(self) -> Any:
         return self.r.lock(st.LOCK, timeout=30, blocking_timeout=15)
@@ -184,11 +202,11 @@ class Desk:
         """A desk sentence (domain.yml) to the customer; False if it didn't arrive."""
         message = self.phrases.message(response, chat.language, **values)
         try:
-            await self.push.send(chat.conversation_id, message,
-                                 metadata={"desk": True, "response": response})
+            await self.push.send(chat.conversation_id, message)
         except Exception as error:  # the customer is out of reach: the desk goes on
             logger.warning("%s to %s not delivered: %s", response, chat.conversation_id, error)
             return False
+        await self.record(chat.conversation_id, message, {"desk": True, "response": response})
         await self.tell(chat, {"type": "line", "conversation_id": chat.conversation_id,
                                "line": line_of_bot(message, None)})
         return True
@@ -415,7 +433,7 @@ class Desk:
         metadata = {"desk": True, "agent": {"id": agent.id, "name": agent.name,
                                             "username": agent.username}}
         try:
-            await self.push.send(chat.conversation_id, {"text": text}, metadata=metadata)
+            await self.push.send(chat.conversation_id, {"text": text})
         except DeliveryFailed as failure:
             if failure.code in ("45015", "45047", "48002", "43004"):
                 ticket = await self.unreachable(chat, agent, failure.code, failure.detail, text)
@@ -425,6 +443,7 @@ class Desk:
                 "intent": None, "confidence": None, "buttons": []}
         await self.tell(chat, {"type": "line", "conversation_id": chat.conversation_id,
                                "line": line})
+        await self.record(chat.conversation_id, {"text": text}, metadata)
         if await self.r.hsetnx(st.chat_key(chat.conversation_id), "responded", "1"):
             await records.in_thread(lambda: records.mark_first_response(
                 self.database_url, chat.handoff_id))

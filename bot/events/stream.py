@@ -58,10 +58,7 @@ class RedisStreamBroker(EventBroker):
                    int(kwargs.get("max_length", DEFAULT_MAX_LENGTH)))
 
     def publish(self, event: Dict[str, Any]) -> None:
-        fields = {
-            "sender_id": str(event.get("sender_id") or ""),
-            "event": json.dumps(event, ensure_ascii=False),
-        }
+        fields = entry_fields(event)
         try:
             self.client.xadd(self.stream, fields, maxlen=self.max_length, approximate=True)
         except redis.RedisError:
@@ -77,6 +74,14 @@ class RedisStreamBroker(EventBroker):
 
     async def close(self) -> None:
         self.client.close()
+
+
+def entry_fields(event: Dict[str, Any]) -> Dict[str, str]:
+    """A stream entry's fields for an event (with its "sender_id")."""
+    return {
+        "sender_id": str(event.get("sender_id") or ""),
+        "event": json.dumps(event, ensure_ascii=False),
+    }
 
 
 @dataclass

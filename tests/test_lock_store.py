@@ -1,0 +1,63 @@
+"""Rasa's conversation lock shared by several processes (Rasa instances behind a
+load balancer, the desk writing agents' lines) on a real Redis. Rasa's own
+RedisLockStore changes a lock by read-change-write, so processes undo each
+other's tickets and a turn waits for ever or fails; ours changes it in one
+Redis transaction each time. Three processes take turns on one conversation,
+each holding the lock while it increments a counter by read-sleep-write: the
+count is exact only if the lock excluded them all."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+
+import redis
+
+URL = f"redis://127.0.0.1:6379/{os.environ.get('TEST_LOCK_REDIS_DB', '9')}"
+ROUNDS = 60
+
+
+def _take_turns(results: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    import asyncio
+
+    from rasa.utils.endpoints import EndpointConfig
+
+    from bot.stores import RedisURLLockStore
+
+    async def main() -> None:
+        store = RedisURLLockStore(EndpointConfig(url=URL))
+        client = redis.Redis.from_url(URL)
+        for _ in range(ROUNDS):
+            try:
+                async with store.lock("web:v-shared", wait_time_in_seconds=0.01):
+                    value = int(client.get("counter") or 0)
+                    await asyncio.sleep(0.002)
+                    client.set("counter", value + 1)
+            except Exception as error:  # a lost ticket: the turn would be dropped
+                results.put(repr(error))
+        results.put("done")
+
+    asyncio.run(main())
+
+
+def test_three_processes_share_a_conversation_lock_without_losing_turns() -> None:
+    client = redis.Redis.from_url(URL)
+    client.flushdb()
+    results: multiprocessing.Queue = multiprocessing.get_context("spawn").Queue()  # type: ignore[type-arg]
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_take_turns, args=(results,)) for _ in range(3)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=240)
+    alive = [w for w in workers if w.is_alive()]
+    for worker in alive:
+        worker.kill()
+    outcomes = [results.get(timeout=5) for _ in range(3 - len(alive))]
+    try:
+        assert not alive, "a process still waits for the lock (a lost ticket)"
+        assert outcomes == ["done"] * 3, outcomes
+        assert int(client.get("counter") or 0) == 3 * ROUNDS
+        assert client.keys("lock:*") == []  # nothing left behind
+    finally:
+        client.flushdb()
