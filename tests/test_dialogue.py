@@ -74,7 +74,8 @@ def test_the_order_number_carries_over_to_the_next_task(chat: Chat) -> None:
         ("cancel my order", "can I talk to a real person", ["utter_handoff_no_agent"]),
         ("我的订单到哪了", "我的钱包余额是多少", ["utter_account_not_verified_bind"]),
         ("where's my parcel", "how many points do I have", ["utter_account_not_verified_bind"]),
-        ("我要退款", "你们的快递员态度太差了 我要投诉", ["utter_handoff_no_agent"]),
+        ("我要退款", "你们的快递员态度太差了 我要投诉",
+         ["utter_complaint_sorry", "utter_handoff_no_agent"]),
         ("track my order please", "I forgot my password", ["utter_reset_password"]),
     ],
 )
