@@ -340,7 +340,10 @@ def test_demo_page_logs_in_as_a_demo_customer_and_out(service: Service, page: Pa
     expect(panel.locator(".jc-customer")).to_have_count(0)  # the visitor's chat is gone
     ask(page, "what's my balance")
     expect(panel.locator(".jc-bot").last).to_contain_text(balance)
-    said = [e for e in tracker(service, "web:u-demo-en")["events"] if e["event"] == "user"]
+    # Rasa saves the turn after sending its answer: wait for the stored message.
+    said = eventually(lambda: [
+        e for e in tracker(service, "web:u-demo-en")["events"] if e["event"] == "user"
+    ])
     assert said[-1]["metadata"]["identity"] == {
         "channel": "web", "subject": "demo-en", "verified_by": "host_hmac", "customer": True,
     }
