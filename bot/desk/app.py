@@ -530,14 +530,14 @@ async def sync_agents(app: Sanic) -> None:
         await st.register_agent(app.ctx.redis, _agent_state(agent), groups)
         active.add(agent.id)
     for key in await app.ctx.redis.keys(st.agent_key("*")):
-        agent_id = int(st._text(key).rsplit(":", 1)[1])
+        agent_id = int(st.as_text(key).rsplit(":", 1)[1])
         if agent_id not in active:
             await st.unregister_agent(app.ctx.redis, agent_id, groups)
 
 
 async def _all_agents(app: Sanic) -> List[AgentState]:
     keys = await app.ctx.redis.keys(st.agent_key("*"))
-    ids = sorted(int(st._text(k).rsplit(":", 1)[1]) for k in keys)
+    ids = sorted(int(st.as_text(k).rsplit(":", 1)[1]) for k in keys)
     groups = set(app.ctx.desk.config.group_names)
     return [a for a in await st.get_agents(app.ctx.redis, ids)
             if set(a.groups) & groups or a.supervises]
@@ -629,13 +629,13 @@ async def _present(app: Sanic, ws: Any, token: str, agent_id: int, grace: float)
 
 
 async def _send_live(ws: Any, inbox: asyncio.Queue[Tuple[str, str]], sent: str) -> None:
-    last = st._split(sent) if sent else (0, 0)
+    last = st.split_id(sent) if sent else (0, 0)
     while True:
         event_id, body = await inbox.get()
         if not event_id:  # a passing hint (typing): not in the feed, no id
             await ws.send(body)
             continue
-        position = st._split(event_id)
+        position = st.split_id(event_id)
         if position <= last:
             continue  # already sent from the feed
         last = position
@@ -652,10 +652,10 @@ async def relay(app: Sanic) -> None:
                 message = await pubsub.get_message(timeout=1.0)
                 if message is None:
                     continue
-                if st._text(message["channel"]) == CUSTOMER_TYPING:
-                    await _typing(app, st._text(message["data"]))
+                if st.as_text(message["channel"]) == CUSTOMER_TYPING:
+                    await _typing(app, st.as_text(message["data"]))
                     continue
-                agent_id, event_id, body = st.parse_announcement(st._text(message["data"]))
+                agent_id, event_id, body = st.parse_announcement(st.as_text(message["data"]))
                 for inbox in app.ctx.live.get(agent_id, ()):
                     inbox.put_nowait((event_id, body))
         except asyncio.CancelledError:
@@ -673,7 +673,7 @@ async def _typing(app: Sanic, conversation_id: str) -> None:
     if not any(app.ctx.live.values()):
         return
     agent = await app.ctx.redis.hget(st.chat_key(conversation_id), "agent_id")
-    agent_id = int(st._text(agent)) if agent else 0
+    agent_id = int(st.as_text(agent)) if agent else 0
     body = json.dumps({"type": "typing", "conversation_id": conversation_id},
                       ensure_ascii=False)
     for inbox in app.ctx.live.get(agent_id, ()):

@@ -511,7 +511,7 @@ class Desk:
                     await self.say(chat, "utter_handoff_position", position=index,
                                    wait_minutes=wait)
         loaded = await self.r.zrangebyscore(st.LOAD, 1, "+inf")
-        ids = [int(st._text(a)) for a in loaded]
+        ids = [int(st.as_text(a)) for a in loaded]
         seen = await st.seen_at(self.r, ids)
         for agent_id in ids:
             if now - seen.get(agent_id, 0) > self.config.grace_seconds:

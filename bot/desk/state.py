@@ -114,7 +114,7 @@ class Chat:
     def from_redis(cls, raw: Dict[Any, Any]) -> Chat | None:
         if not raw:
             return None
-        data = {_text(k): _text(v) for k, v in raw.items()}
+        data = {as_text(k): as_text(v) for k, v in raw.items()}
         values: Dict[str, Any] = {}
         for f in fields(cls):
             if f.name not in data:
@@ -163,7 +163,7 @@ class AgentState:
     def from_redis(cls, raw: Dict[Any, Any]) -> AgentState | None:
         if not raw:
             return None
-        d = {_text(k): _text(v) for k, v in raw.items()}
+        d = {as_text(k): as_text(v) for k, v in raw.items()}
         return cls(
             id=int(d["id"]), username=d["username"], name=d["name"], role=d["role"],
             groups=[g for g in d.get("groups", "").split(",") if g],
@@ -171,7 +171,8 @@ class AgentState:
         )
 
 
-def _text(value: Any) -> str:
+def as_text(value: Any) -> str:
+    """A Redis reply (bytes) or any value as str."""
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
@@ -196,7 +197,7 @@ async def get_chats(r: aioredis.Redis, conversation_ids: Sequence[str]) -> List[
 
 
 async def all_chats(r: aioredis.Redis) -> List[Chat]:
-    ids = sorted(_text(c) for c in await r.smembers(CHATS))
+    ids = sorted(as_text(c) for c in await r.smembers(CHATS))
     return await get_chats(r, ids)
 
 
@@ -260,7 +261,7 @@ async def position(r: aioredis.Redis, chat: Chat) -> int | None:
 
 
 async def queue(r: aioredis.Redis, group: str) -> List[str]:
-    return [_text(c) for c in await r.zrange(queue_key(group), 0, -1)]
+    return [as_text(c) for c in await r.zrange(queue_key(group), 0, -1)]
 
 
 # --- agents ---------------------------------------------------------------------------
@@ -271,7 +272,7 @@ async def register_agent(r: aioredis.Redis, agent: AgentState, all_groups: Itera
     key = agent_key(agent.id)
     status = await r.hget(key, "status")
     if status is not None:
-        agent.status = _text(status)
+        agent.status = as_text(status)
     pipe = r.pipeline(transaction=True)
     pipe.hset(key, mapping=agent.to_redis())
     for group in all_groups:
@@ -311,11 +312,11 @@ async def get_agents(r: aioredis.Redis, agent_ids: Iterable[int | str]) -> List[
 
 
 async def group_agent_ids(r: aioredis.Redis, group: str) -> List[int]:
-    return [int(_text(a)) for a in await r.smembers(group_key(group))]
+    return [int(as_text(a)) for a in await r.smembers(group_key(group))]
 
 
 async def supervisor_ids(r: aioredis.Redis) -> List[int]:
-    return [int(_text(a)) for a in await r.smembers(SUPERVISORS)]
+    return [int(as_text(a)) for a in await r.smembers(SUPERVISORS)]
 
 
 async def set_status(r: aioredis.Redis, agent_id: int, status: str) -> None:
@@ -346,7 +347,7 @@ async def loads(r: aioredis.Redis, agent_ids: Sequence[int]) -> Dict[int, int]:
 
 
 async def agent_chats(r: aioredis.Redis, agent_id: int) -> List[str]:
-    return [_text(c) for c in await r.smembers(mine_key(agent_id))]
+    return [as_text(c) for c in await r.smembers(mine_key(agent_id))]
 
 
 PRESENT_SECONDS = 60  # a console pings every 20 s
@@ -380,7 +381,7 @@ async def estimated_wait_minutes(
 ) -> int:
     """About how long the customer at `position` waits: the recent mean handle time,
     shared by the group's online agents' free and future capacity."""
-    samples = [float(_text(s)) for s in await r.lrange(handle_key(group), 0, -1)]
+    samples = [float(as_text(s)) for s in await r.lrange(handle_key(group), 0, -1)]
     handle = sum(samples) / len(samples) if samples else default_handle_seconds
     agents = await available_agents(r, group, present_seconds)
     slots = sum(a.capacity for a in agents) or 1
@@ -417,7 +418,7 @@ async def notify(r: aioredis.Redis, agent_ids: Iterable[int], event: Dict[str, A
     ids = (await pipe.execute())[: len(recipients)]
     pipe = r.pipeline(transaction=False)
     for agent_id, event_id in zip(recipients, ids, strict=True):
-        pipe.publish(LIVE, f"{agent_id} {_text(event_id)} {body}")
+        pipe.publish(LIVE, f"{agent_id} {as_text(event_id)} {body}")
     await pipe.execute()
 
 
@@ -431,20 +432,21 @@ async def feed_since(
     # that was never trimmed, something may be gone.
     if (
         oldest
-        and _split(last_id) < _split(_text(oldest[0][0]))
+        and split_id(last_id) < split_id(as_text(oldest[0][0]))
         and (last_id not in ("0", "0-0") or await r.xlen(key) >= FEED_LENGTH)
     ):
         return None
     rows = await r.xrange(key, f"({last_id}", "+", count=count)
-    return [(_text(i), json.loads(_text(f.get(b"e", f.get("e"))))) for i, f in rows]
+    return [(as_text(i), json.loads(as_text(f.get(b"e", f.get("e"))))) for i, f in rows]
 
 
 async def last_feed_id(r: aioredis.Redis, agent_id: int) -> str:
     rows = await r.xrevrange(feed_key(agent_id), "+", "-", count=1)
-    return _text(rows[0][0]) if rows else "0-0"
+    return as_text(rows[0][0]) if rows else "0-0"
 
 
-def _split(stream_id: str) -> tuple[int, int]:
+def split_id(stream_id: str) -> tuple[int, int]:
+    """A stream (event) id "<ms>-<seq>" as a tuple that compares in stream order."""
     ms, _, seq = stream_id.partition("-")
     return int(ms), int(seq or 0)
 
