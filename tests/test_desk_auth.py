@@ -4,26 +4,15 @@ one), a success clears the username's count; sessions and CSRF tokens."""
 
 from __future__ import annotations
 
-import os
-from typing import AsyncIterator
-
 import pytest
-import pytest_asyncio
 from redis import asyncio as aioredis
 
 from bot.desk import auth
+from tests.redis_db import flushed_redis, redis_url
 
 pytestmark = pytest.mark.asyncio
-REDIS_URL = f"redis://127.0.0.1:6379/{os.environ.get('TEST_DESK_AUTH_REDIS_DB', '10')}"
-
-
-@pytest_asyncio.fixture
-async def redis() -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(REDIS_URL)
-    await client.flushdb()
-    yield client
-    await client.flushdb()
-    await client.close()
+REDIS_URL = redis_url("TEST_DESK_AUTH_REDIS_DB", 10)
+redis = flushed_redis(REDIS_URL)
 
 
 async def test_five_failures_lock_a_username_from_anywhere(redis: aioredis.Redis) -> None:

@@ -15,9 +15,6 @@ with the whole session.
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
-import subprocess
 from dataclasses import dataclass, field
 from typing import AsyncIterator
 from urllib.parse import unquote, urlparse
@@ -28,9 +25,11 @@ from playwright.async_api import Browser, Locator, Page, Request, async_playwrig
 
 from bot.desk import agents as people
 from bot.shop import database
-from tests.conftest import ROOT, Service, free_port
+from tests import chromium
+from tests.conftest import Service, free_port
 from tests.desk_client import PASSWORD, DeskClient, add_agent
 from tests.test_desk_handoff import (
+    agent_at_desk,
     bot_text,
     handoffs_of,
     ratings_of,
@@ -42,16 +41,6 @@ from tests.web_client import WebClient, texts
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio]
 
-# Without these, Chromium keeps dialling Google on this closed network.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 WAIT_MS = 60_000  # a bot turn on a loaded machine
 expect.set_options(timeout=WAIT_MS)
 
@@ -85,25 +74,11 @@ XSS = ('<img src=x onerror="window.__xss=1"><script>window.__xss=2</script>'
 WITH_URL = "订单页面 https://example.com/orders/123?a=1 打不开"
 
 
-def chromium() -> str:
-    """Debian's Chromium; installed if missing and we may (a missing browser fails)."""
-    found = shutil.which("chromium") or shutil.which("chromium", path="/usr/bin")
-    if found is None:
-        subprocess.run([str(ROOT / "scripts" / "ensure-chromium.sh")],
-                       env={**os.environ, "CI": "true"}, check=False)
-        found = shutil.which("chromium") or shutil.which("chromium", path="/usr/bin")
-    if found is None:
-        pytest.fail("Debian's chromium is not installed and could not be "
-                    "(scripts/ensure-chromium.sh)", pytrace=False)
-    return found
-
-
 @pytest_asyncio.fixture
 async def browser() -> AsyncIterator[Browser]:
-    executable = chromium()
+    options = chromium.launch_options(install=True)
     async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(
-            executable_path=executable, args=CHROMIUM_ARGS, headless=True)
+        launched = await playwright.chromium.launch(**options)
         try:
             yield launched
         finally:
@@ -193,19 +168,11 @@ async def console(browser: Browser, service: Service, username: str,
     assert not desk.errors, f"JavaScript errors on the console: {desk.errors}"
 
 
-@contextlib.asynccontextmanager
-async def supervisor(service: Service, username: str = "con_boss") -> AsyncIterator[DeskClient]:
+def supervisor(service: Service,
+               username: str = "con_boss") -> contextlib.AbstractAsyncContextManager[DeskClient]:
     """A supervisor over the API (no groups: never routed a chat): sees every
     conversation, closes what a test left open; offline afterwards."""
-    add_agent(shop_url(service), username, "值班主管", [], role="supervisor")
-    boss = DeskClient(service.desk_url)
-    await boss.login(username)
-    try:
-        yield boss
-    finally:
-        with contextlib.suppress(Exception):
-            await boss.post("/desk/api/status", {"status": "offline"})
-        await boss.close()
+    return agent_at_desk(service, username, "值班主管", [], role="supervisor", connect=False)
 
 
 async def close_if_open(boss: DeskClient, cid: str) -> None:

@@ -29,14 +29,16 @@ def shop_url(service: Service) -> str:
 @contextlib.asynccontextmanager
 async def agent_at_desk(service: Service, username: str, name: str,
                         groups: list[str], role: str = "agent",
-                        capacity: int = 5) -> AsyncIterator[DeskClient]:
-    """An agent logged in with the console's socket open; offline afterwards, so
-    later tests find nobody online unless they bring someone."""
+                        capacity: int = 5, connect: bool = True) -> AsyncIterator[DeskClient]:
+    """An agent logged in with the console's socket open (unless not `connect`:
+    then never present, never routed a chat); offline afterwards, so later tests
+    find nobody online unless they bring someone."""
     add_agent(shop_url(service), username, name, groups, role, capacity)
     agent = DeskClient(service.desk_url)
     await agent.login(username)
-    await agent.connect()
     try:
+        if connect:
+            await agent.connect()
         yield agent
     finally:
         with contextlib.suppress(Exception):

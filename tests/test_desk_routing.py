@@ -7,7 +7,6 @@ desk survives: it logs and goes on."""
 from __future__ import annotations
 
 import datetime as dt
-import os
 from pathlib import Path
 from typing import AsyncIterator
 
@@ -25,19 +24,12 @@ from bot.desk.rasa import RasaClient
 from bot.shop import database
 from bot.shop.schema import Handoff
 from connectors.push import Push
+from tests.redis_db import flushed_redis, redis_url
 
 pytestmark = pytest.mark.asyncio
-REDIS_URL = f"redis://127.0.0.1:6379/{os.environ.get('TEST_DESK_REDIS_DB', '12')}"
+REDIS_URL = redis_url("TEST_DESK_REDIS_DB", 12)
 CONFIG = DeskConfig.from_file(Path(__file__).parent / "data" / "desk.yml")
-
-
-@pytest_asyncio.fixture
-async def redis() -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(REDIS_URL)
-    await client.flushdb()
-    yield client
-    await client.flushdb()
-    await client.close()
+redis = flushed_redis(REDIS_URL)
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from typing import Any, AsyncIterator, Callable
+from typing import Any, Callable
 
 import aiohttp
 import pytest
@@ -117,6 +117,16 @@ def agent_texts(service: Service, cid: str) -> list[str]:
             if e["event"] == "bot" and (e.get("metadata") or {}).get("agent")]
 
 
+async def assert_socket_answers(service: Service, cookie: str) -> None:
+    """With this cookie, from the desk's own origin, the socket is live (answers a ping)."""
+    ws_url = service.desk_url.replace("http", "ws", 1) + "/desk/ws"
+    async with aiohttp.ClientSession() as http, http.ws_connect(
+        ws_url, headers={"Cookie": f"desk_session={cookie}"}, origin=service.desk_url
+    ) as ws:
+        await ws.send_json({"type": "ping"})
+        assert (await ws.receive_json(timeout=TIMEOUT)) == {"type": "pong"}
+
+
 async def socket_close_code(service: Service, cookie: str | None, origin: str | None) -> int:
     """Open the desk's WebSocket with this cookie and Origin; the code it is closed with."""
     headers = {"Cookie": f"desk_session={cookie}"} if cookie else {}
@@ -129,20 +139,11 @@ async def socket_close_code(service: Service, cookie: str | None, origin: str | 
         return int(ws.close_code or message.data)
 
 
-@contextlib.asynccontextmanager
-async def logged_in(service: Service, username: str, name: str, groups: list[str],
-                    role: str = "agent") -> AsyncIterator[DeskClient]:
+def logged_in(service: Service, username: str, name: str, groups: list[str],
+              role: str = "agent") -> contextlib.AbstractAsyncContextManager[DeskClient]:
     """An agent logged in over HTTP only (no console socket: not present, so never
     routed a chat); offline afterwards."""
-    add_agent(shop_url(service), username, name, groups, role)
-    client = DeskClient(service.desk_url)
-    await client.login(username)
-    try:
-        yield client
-    finally:
-        with contextlib.suppress(Exception):
-            await client.post("/desk/api/status", {"status": "offline"})
-        await client.close()
+    return agent_at_desk(service, username, name, groups, role, connect=False)
 
 
 async def open_handoff(customer: WebClient) -> None:
@@ -437,12 +438,7 @@ async def test_session_cookie_is_http_only_strict_and_logout_ends_it(service: Se
     status, me, _ = await raw(service, "GET", "/desk/api/me", cookie=token)
     assert status == 200 and me["agent"]["username"] == "sec_cookie"
     assert me["csrf"] == login["csrf"]
-    ws_url = service.desk_url.replace("http", "ws", 1) + "/desk/ws"
-    async with aiohttp.ClientSession() as http, http.ws_connect(
-        ws_url, headers={"Cookie": f"desk_session={token}"}, origin=service.desk_url
-    ) as ws:
-        await ws.send_json({"type": "ping"})
-        assert (await ws.receive_json(timeout=TIMEOUT)) == {"type": "pong"}
+    await assert_socket_answers(service, token)
 
     status, _, _ = await raw(service, "POST", "/desk/api/status", cookie=token,
                              csrf=login["csrf"], body={"status": "offline"})
@@ -468,12 +464,7 @@ async def test_socket_wants_a_session_and_the_desks_own_origin(service: Service)
                        "http://127.0.0.1:1"):
             assert await socket_close_code(service, cookie, origin) == 4403, origin
         # The desk's own origin: live (answers a ping).
-        ws_url = service.desk_url.replace("http", "ws", 1) + "/desk/ws"
-        async with aiohttp.ClientSession() as http, http.ws_connect(
-            ws_url, headers={"Cookie": f"desk_session={cookie}"}, origin=service.desk_url
-        ) as ws:
-            await ws.send_json({"type": "ping"})
-            assert (await ws.receive_json(timeout=TIMEOUT)) == {"type": "pong"}
+        await assert_socket_answers(service, cookie)
 
 
 async def test_console_page_forbids_inline_script_and_framing(service: Service) -> None:

@@ -9,7 +9,6 @@ import base64
 import functools
 import hashlib
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -26,6 +25,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from connectors.web.identity import user_hash
 from connectors.web.pages import DEMO_PAGE
+from tests import chromium
 from tests.conftest import ROOT, WEB_IDENTITY_SECRET, Service
 from tests.web_client import (
     append_bot_events,
@@ -37,17 +37,6 @@ from tests.web_client import (
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium", path="/usr/bin")
-# Without these, Chromium keeps dialling Google on this closed network.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 WAIT_MS = 90_000  # a bot turn on a loaded machine
 
 # expect() has its own timeout (5 s), apart from the page's.
@@ -56,19 +45,11 @@ expect.set_options(timeout=WAIT_MS)
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if CHROMIUM is None:
-        reason = "Debian's chromium is not installed (scripts/ensure-chromium.sh installs it)"
-        # Skipped here, but CI (`make test` there runs with CI=true) must run these tests:
-        # a skip is not a pass.
-        if os.environ.get("CI", "").lower() not in ("", "0", "false"):
-            pytest.fail(f"{reason}, and CI must run the browser tests", pytrace=False)
-        pytest.skip(reason)
+    options = chromium.launch_options()  # skipped without Chromium (not in CI)
     with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
-        )
-        yield chromium
-        chromium.close()
+        launched = playwright.chromium.launch(**options)
+        yield launched
+        launched.close()
 
 
 @contextmanager
