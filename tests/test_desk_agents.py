@@ -84,3 +84,45 @@ def test_bot_agents_adds_lists_and_disables(tmp_path: Path) -> None:
     sqlite = f"sqlite:///{tmp_path / 'shop.db'}"
     with database.session(sqlite) as session:
         assert agents.authenticate(session, "amy", PASSWORD) is None  # disabled
+
+
+class _Socket:
+    closed_with: int | None = None
+
+    async def close(self, code: int) -> None:
+        self.closed_with = code
+
+
+@pytest.mark.asyncio
+async def test_connected_agents_are_checked_in_one_query_and_the_disabled_cut_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from types import SimpleNamespace
+
+    from bot.desk import app as desk
+    from bot.desk import records
+
+    sqlite = f"sqlite:///{tmp_path / 'shop.db'}"
+    database.upgrade(sqlite)
+    with database.session(sqlite) as session:
+        ids = [agents.do_add(session, f"agent{n}", PASSWORD, f"Agent {n}").id for n in range(3)]
+        agents.do_disable(session, "agent1")
+    sockets = {agent_id: {_Socket()} for agent_id in ids}
+    app = SimpleNamespace(ctx=SimpleNamespace(sockets=sockets, active_checked={},
+                                              database_url=sqlite))
+    queries: list[list[int]] = []
+    one_for_all = records.active_agent_ids
+    monkeypatch.setattr(records, "active_agent_ids",
+                        lambda db, asked: queries.append(list(asked)) or one_for_all(db, asked))
+
+    def one_by_one(db: str, agent_id: int) -> None:
+        raise AssertionError(f"agent {agent_id} checked on their own")
+
+    monkeypatch.setattr(records, "agent_by_id", one_by_one)
+    await desk.check_connected(app)
+    assert [sorted(q) for q in queries] == [sorted(ids)]
+    closed = {agent_id: next(iter(socks)).closed_with for agent_id, socks in sockets.items()}
+    assert closed == {ids[0]: None, ids[1]: 4401, ids[2]: None}
+    # The others' requests meanwhile need no query of their own.
+    assert set(app.ctx.active_checked) == {ids[0], ids[2]}
+    assert await desk._still_active(app, ids[2])

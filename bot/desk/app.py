@@ -4,8 +4,9 @@
 Views are thin: they check who is asking and what they may do, then call the
 lifecycle (bot.desk.handoffs). Background tasks per instance: the event-pipe
 consumer (customers' messages to agents), the live relay (feeds to the
-consoles connected here) and the clock (routing, queue positions, time-outs,
-agents gone past their grace period). Several instances share Redis.
+consoles connected here), the clock (routing, queue positions, time-outs,
+agents gone past their grace period) and the check that the agents connected
+here are still active in SQL. Several instances share Redis.
 """
 
 from __future__ import annotations
@@ -101,6 +102,9 @@ def create_app(name: str = "desk") -> Sanic:
                                app.ctx.rasa, phrases(), transcript)
         # agent id -> queues of the consoles connected to this instance
         app.ctx.live = {}
+        # agent id -> those consoles' sockets (closed when SQL disables the agent)
+        app.ctx.sockets = {}
+        # agent id -> when SQL last said they are active
         app.ctx.active_checked = {}
         app.ctx.stopping = asyncio.Event()
         await sync_agents(app)
@@ -113,6 +117,7 @@ def create_app(name: str = "desk") -> Sanic:
             asyncio.create_task(DeskConsumer(app.ctx.desk, consumer).run(app.ctx.stopping)),
             asyncio.create_task(relay(app)),
             asyncio.create_task(clock(app)),
+            asyncio.create_task(watch_active(app)),
         ]
 
     @app.listener("after_server_stop")
@@ -448,6 +453,7 @@ def create_app(name: str = "desk") -> Sanic:
         r = app.ctx.redis
         inbox: asyncio.Queue[Tuple[str, str]] = asyncio.Queue()
         app.ctx.live.setdefault(agent_id, set()).add(inbox)
+        app.ctx.sockets.setdefault(agent_id, set()).add(ws)
         await st.touch(r, agent_id)
         sent = request.args.get("last_event_id") or ""
         presence = asyncio.create_task(
@@ -477,6 +483,7 @@ def create_app(name: str = "desk") -> Sanic:
         finally:
             presence.cancel()
             app.ctx.live.get(agent_id, set()).discard(inbox)
+            app.ctx.sockets.get(agent_id, set()).discard(ws)
 
     return app
 
@@ -494,11 +501,15 @@ def _agent_state(agent: Any) -> AgentState:
 
 
 ACTIVE_CHECK_SECONDS = 10.0
+# Connected agents are checked a little more often than a check lasts, so their
+# requests never need one of their own.
+WATCH_SECONDS = ACTIVE_CHECK_SECONDS * 0.8
 
 
 async def _still_active(app: Sanic, agent_id: int) -> bool:
     """Whether SQL still has the agent active (checked every few seconds), so a
-    `bot agents disable` ends their sessions on every instance."""
+    `bot agents disable` ends their sessions on every instance. Agents with a
+    console here are checked all at once (`watch_active`): no query of their own."""
     checked = app.ctx.active_checked.get(agent_id)
     now = st.now()
     if checked is not None and now - checked < ACTIVE_CHECK_SECONDS:
@@ -509,6 +520,38 @@ async def _still_active(app: Sanic, agent_id: int) -> bool:
         return False
     app.ctx.active_checked[agent_id] = now
     return True
+
+
+async def watch_active(app: Sanic) -> None:
+    """Every few seconds, whether the agents with a console connected here are
+    still active in SQL: one query for all of them (`check_connected`)."""
+    while not app.ctx.stopping.is_set():
+        await asyncio.sleep(WATCH_SECONDS)
+        try:
+            await check_connected(app)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # SQL away for a moment: the next round checks again
+            logger.exception("desk: checking agents still active failed")
+
+
+async def check_connected(app: Sanic) -> None:
+    """The sockets of agents disabled meanwhile close (4401: the console then asks
+    them to log in, which fails); the others' requests need no check of their own."""
+    connected = [a for a, socks in app.ctx.sockets.items() if socks]
+    if not connected:
+        return
+    checked = st.now()
+    url = app.ctx.database_url
+    active = await records.in_thread(lambda: records.active_agent_ids(url, connected))
+    for agent_id in connected:
+        if agent_id in active:
+            app.ctx.active_checked[agent_id] = checked
+            continue
+        app.ctx.active_checked.pop(agent_id, None)
+        for ws in list(app.ctx.sockets.get(agent_id, ())):
+            with contextlib.suppress(Exception):
+                await ws.close(code=4401)
 
 
 async def register(app: Sanic, agent_id: int) -> AgentState | None:
@@ -616,13 +659,13 @@ async def _same_customer_as_mine(app: Sanic, agent: AgentState, conversation_id:
 async def _present(app: Sanic, ws: Any, token: str, agent_id: int, grace: float) -> None:
     """While the socket is open the agent is there (a background tab pings slowly):
     touched well within the grace period, or an open console would count as gone.
-    A session that ended (logout, `bot agents disable`) closes the socket."""
+    A session that ended (logout) closes the socket; an agent disabled in SQL is
+    `watch_active`'s."""
     r = app.ctx.redis
     with contextlib.suppress(asyncio.CancelledError):
         while True:
             await asyncio.sleep(max(0.5, min(15.0, grace / 4)))
-            if (await auth.get_session(r, token) is None
-                    or not await _still_active(app, agent_id)):
+            if await auth.get_session(r, token) is None:
                 await ws.close(code=4401)
                 return
             await st.touch(r, agent_id)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from typing import Any, Callable, Dict, List, TypeVar
+from typing import Any, Callable, Dict, Iterable, List, Set, TypeVar
 
 from sqlalchemy import select
 
@@ -243,3 +243,13 @@ def agent_by_id(url: str, agent_id: int) -> Agent | None:
         if agent is not None:
             session.expunge(agent)
         return agent
+
+
+def active_agent_ids(url: str, agent_ids: Iterable[int]) -> Set[int]:
+    """Which of these agents SQL still has active: one query however many."""
+    ids = sorted(set(agent_ids))
+    if not ids:
+        return set()
+    with database.session(url) as session:
+        return set(session.scalars(
+            select(Agent.id).where(Agent.id.in_(ids), Agent.active == 1)))
