@@ -8,9 +8,11 @@ default (SQLite under var/, the embedded Redis) and the scale-out setup
 
 from __future__ import annotations
 
+import asyncio
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, TypeVar
 
 import redis
 from rasa.core.brokers.broker import EventBroker
@@ -23,9 +25,15 @@ from rasa.core.lock_store import (
 )
 from rasa.core.tracker_store import SQLTrackerStore
 from rasa.shared.core.domain import Domain
+from rasa.shared.core.trackers import DialogueStateTracker
 from rasa.utils.endpoints import EndpointConfig
 
 from bot.settings import get_settings
+
+T = TypeVar("T")
+# Worker threads for a server database (PostgreSQL): turns of different
+# conversations read and write at once.
+SERVER_DB_THREADS = 4
 
 
 def sqlalchemy_url(url: str) -> str:
@@ -38,7 +46,17 @@ def sqlalchemy_url(url: str) -> str:
 
 
 class URLTrackerStore(SQLTrackerStore):
-    """SQL tracker store at settings.tracker_db_url (SQLite or PostgreSQL)."""
+    """SQL tracker store at settings.tracker_db_url (SQLite or PostgreSQL).
+
+    Rasa's SQLTrackerStore runs its queries on the event loop, so every turn of
+    every conversation waits for every other conversation's database work, and
+    its `save` reads and rebuilds the whole stored conversation once more only
+    to tell which events are new. Here reads and writes run in a worker thread
+    (one for SQLite, which takes one writer at a time anyway; a few for a
+    server database), a save counts the stored events instead of rebuilding
+    them, and the new events go to the event pipe after they are committed
+    (a consumer that reads the transcript then finds them).
+    """
 
     def __init__(
         self,
@@ -50,6 +68,56 @@ class URLTrackerStore(SQLTrackerStore):
         url = sqlalchemy_url(host or get_settings().tracker_db_url)
         # SQLTrackerStore uses a host containing "://" as the whole database URL.
         super().__init__(domain=domain, host=url, event_broker=event_broker, **kwargs)
+        workers = 1 if url.startswith("sqlite") else SERVER_DB_THREADS
+        self._io = ThreadPoolExecutor(workers, thread_name_prefix="tracker-store")
+
+    async def _in_thread(self, work: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._io, work, *args)
+
+    async def keys(self) -> Iterable[str]:
+        return await self._in_thread(self._keys)
+
+    async def retrieve(self, sender_id: str) -> DialogueStateTracker | None:
+        return await self._in_thread(self._read, sender_id, False)
+
+    async def retrieve_full_tracker(self, conversation_id: str) -> DialogueStateTracker | None:
+        return await self._in_thread(self._read, conversation_id, True)
+
+    async def save(self, tracker: DialogueStateTracker) -> None:
+        await self._in_thread(self._write, tracker)
+
+    def _keys(self) -> list[str]:
+        with self.session_scope() as session:
+            return [sender_id for (sender_id,) in
+                    session.query(self.SQLEvent.sender_id).distinct().all()]
+
+    def _read(self, sender_id: str, all_sessions: bool) -> DialogueStateTracker | None:
+        with self.session_scope() as session:
+            rows = self._event_query(
+                session, sender_id, fetch_events_from_all_sessions=all_sessions
+            ).all()
+            events = [json.loads(row.data) for row in rows]
+        if not (self.domain and events):
+            return None
+        return DialogueStateTracker.from_dict(sender_id, events, self.domain.slots)
+
+    def _write(self, tracker: DialogueStateTracker) -> None:
+        with self.session_scope() as session:
+            new_events = list(self._additional_events(session, tracker))
+            for event in new_events:
+                data = event.as_dict()
+                session.add(self.SQLEvent(
+                    sender_id=tracker.sender_id,
+                    type_name=event.type_name,
+                    timestamp=data.get("timestamp"),
+                    intent_name=(data.get("parse_data") or {}).get("intent", {}).get("name"),
+                    action_name=data.get("name"),
+                    data=json.dumps(data),
+                ))
+            session.commit()
+        if self.event_broker is not None:
+            for event in new_events:
+                self.event_broker.publish({"sender_id": tracker.sender_id, **event.as_dict()})
 
 
 # Rasa polls a conversation's lock once a second while another turn holds it: a
