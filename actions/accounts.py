@@ -29,6 +29,7 @@ from actions.shop import (
     logged_in,
     mask_email,
     mask_phone,
+    member_level,
     money,
     shop_session,
     verified_customer,
@@ -89,15 +90,16 @@ class AccountLookup(Action):
         """Events besides the verified flag that an answer brings (none by default)."""
         return []
 
-    def look_up(self, tracker: Tracker) -> Answer:
+    def look_up(self, tracker: Tracker) -> Tuple[Answer, Dict[str, Any]]:
+        """The answer, and the `member_level` slot of whoever was (or wasn't) verified."""
         identity = identity_of(tracker)
         lang = language(tracker)
         with shop_session() as session:
             customer = verified_customer(session, identity)
             if customer is None:
                 audit(session, identity, f"{self.topic}_refused_unverified")
-                return self.not_verified(tracker)
-            return self.answer_in(session, customer, tracker, lang)
+                return self.not_verified(tracker), member_level(None)
+            return self.answer_in(session, customer, tracker, lang), member_level(customer)
 
     async def run(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: Dict[str, Any]
@@ -105,7 +107,9 @@ class AccountLookup(Action):
         if gave_up(tracker, self.form_slots):
             return [SlotSet(READY_SLOT, None), *self.events_for(READY, {})]
         try:
-            response, parameters = await in_thread_retrying(lambda: self.look_up(tracker))
+            (response, parameters), level = await in_thread_retrying(
+                lambda: self.look_up(tracker)
+            )
         except (SQLAlchemyError, OSError):
             logger.exception("%s: the shop database (or the SMS sender) failed", self.name())
             dispatcher.utter_message(response="utter_account_lookup_failed")
@@ -118,6 +122,7 @@ class AccountLookup(Action):
         # Always an event: the dialogue tells a failed call by its having none.
         return [
             SlotSet(VERIFIED_SLOT, not self.is_not_verified(response)),
+            level,
             *self.events_for(response, parameters),
         ]
 

@@ -42,6 +42,7 @@ from actions.shop import (
     logged_in,
     mask_name,
     mask_phone,
+    member_level,
     read_quietly,
     shop_session,
     verified_customer,
@@ -109,34 +110,38 @@ class ActionBindStart(Action):
     def name(self) -> str:
         return "action_bind_start"
 
-    def check(self, tracker: Tracker) -> Tuple[str | None, Dict[str, Any]]:
+    def check(self, tracker: Tracker) -> Tuple[str | None, Dict[str, Any], List[Dict[str, Any]]]:
+        """The answer (None: the form may start), its parameters, and the verified
+        customer's slots when there is one already."""
         identity = identity_of(tracker)
         if identity is None or not (can_bind(tracker) or logged_in(tracker)):
-            return "utter_bind_unavailable", {}
+            return "utter_bind_unavailable", {}, []
         with shop_session() as session:
             customer = verified_customer(session, identity)
             if customer is not None:
-                return "utter_bind_already", {"name": mask_name(customer.name)}
+                return ("utter_bind_already", {"name": mask_name(customer.name)},
+                        [SlotSet(VERIFIED_SLOT, True), member_level(customer)])
             if not can_bind(tracker):  # a login no account knows: a person sorts it out
-                return "utter_account_not_bound", {}
+                return "utter_account_not_bound", {}, []
             if locked(session, identity):
-                return "utter_bind_locked", {"minutes": str(LOCK_MINUTES)}
-        return None, {}
+                return "utter_bind_locked", {"minutes": str(LOCK_MINUTES)}, []
+        return None, {}, []
 
     async def run(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> List[Dict[str, Any]]:
         try:
-            response, parameters = await in_thread(lambda: self.check(tracker))
+            response, parameters, verified = await in_thread(lambda: self.check(tracker))
         except SQLAlchemyError:
             logger.exception("binding: the shop database failed")
-            response, parameters = "utter_account_lookup_failed", {}
+            response, parameters, verified = "utter_account_lookup_failed", {}, []
         if response:
             dispatcher.utter_message(response=response, **parameters)
         return [
             SlotSet(READY_SLOT, response is None),
             SlotSet("bind_phone", None),
             SlotSet("bind_code", None),
+            *verified,
         ]
 
 
@@ -265,15 +270,18 @@ class ActionBindDone(Action):
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> List[Dict[str, Any]]:
         verified = tracker.get_slot("bind_code") == VERIFIED
+        level: List[Dict[str, Any]] = []
         if verified:
-            def name() -> str | None:
+            def found() -> Tuple[str, Dict[str, Any]] | None:
                 with shop_session() as session:
                     customer = verified_customer(session, identity_of(tracker))
-                    return mask_name(customer.name) if customer else None
+                    return (mask_name(customer.name), member_level(customer)) if customer else None
 
-            masked = await read_quietly(name, "binding")
-            if masked:
-                dispatcher.utter_message(response="utter_bind_done", name=masked)
+            bound = await read_quietly(found, "binding")
+            if bound:
+                dispatcher.utter_message(response="utter_bind_done", name=bound[0])
+                # Bound mid-session: desk.yml's direct rules count from now on.
+                level = [bound[1]]
             else:
                 dispatcher.utter_message(response="utter_account_lookup_failed")
                 verified = False
@@ -283,4 +291,5 @@ class ActionBindDone(Action):
             SlotSet("bind_code", None),
             SlotSet(READY_SLOT, None),
             SlotSet(VERIFIED_SLOT, verified),
+            *level,
         ]

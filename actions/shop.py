@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from typing import Any, Callable, Dict, Iterator, Tuple, TypeVar
 
 from rasa_sdk import Tracker
+from rasa_sdk.events import SlotSet
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -30,18 +31,25 @@ from bot.shop.schema import AuditRecord, Customer, Identity
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
 ChannelIdentity = Tuple[str, str]  # (channel, subject)
+MEMBER_LEVEL_SLOT = "member_level"
+
+
+def identity_in(metadata: Any) -> ChannelIdentity | None:
+    """The channel identity in a message's metadata, if a channel vouched for one."""
+    found = metadata.get("identity") if isinstance(metadata, dict) else None
+    if not isinstance(found, dict):
+        return None
+    channel, subject = found.get("channel"), found.get("subject")
+    if isinstance(channel, str) and isinstance(subject, str) and channel and subject:
+        return channel, subject
+    return None
 
 
 def identity_of(tracker: Tracker) -> ChannelIdentity | None:
     """The channel identity of the customer's latest message, if a channel vouched for one."""
     for event in reversed(tracker.events):
-        if event.get("event") != "user":
-            continue
-        found = (event.get("metadata") or {}).get("identity") or {}
-        channel, subject = found.get("channel"), found.get("subject")
-        if isinstance(channel, str) and isinstance(subject, str) and channel and subject:
-            return channel, subject
-        return None
+        if event.get("event") == "user":
+            return identity_in(event.get("metadata"))
     return None
 
 
@@ -71,6 +79,12 @@ def verified_customer(session: Session, identity: ChannelIdentity | None) -> Cus
         select(Identity).where(Identity.channel == channel, Identity.subject == subject)
     ).first()
     return bound.customer if bound else None
+
+
+def member_level(customer: Customer | None) -> Dict[str, Any]:
+    """The `member_level` slot for a customer just verified (None: nobody verified), which
+    desk.yml's `direct` rules read."""
+    return SlotSet(MEMBER_LEVEL_SLOT, customer.level if customer else None)
 
 
 def audit(

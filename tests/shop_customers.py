@@ -23,15 +23,16 @@ def new_phone() -> str:
 
 def fresh_customer(
     shop_url: str, channel: str | None, subject: str | None, language: str = "zh",
-    phone: str | None = None,
+    phone: str | None = None, level: str = "regular",
 ) -> Dict[str, Any]:
-    """A new customer (bound to channel/subject when given): their id, phone and
-    order ids by status (each order ¥129.00: one item at 64.50 × 2)."""
+    """A new customer (bound to channel/subject when given) of membership `level`:
+    their id, phone and order ids by status (each order ¥129.00: one item at 64.50 × 2)."""
     now = dt.datetime.now(dt.timezone.utc)
     phone = phone or new_phone()
     with database.session(shop_url) as session:
         customer = Customer(name="测试 顾客" if language == "zh" else "Test Customer",
-                            phone=phone, email=f"t{phone}@example.com", language=language)
+                            phone=phone, email=f"t{phone}@example.com", language=language,
+                            level=level)
         customer.addresses.append(Address(recipient="测试", phone=phone,
                                           line="上海市黄浦区南京东路 1 号", is_default=1))
         if channel and subject:
