@@ -28,3 +28,8 @@ def language(tracker: Tracker) -> str:
 
 def label(key: str, lang: str) -> str:
     return LABELS[key][lang]
+
+
+def level_label(level: str | None, lang: str) -> str:
+    """A membership level as the customer reads it ("铂金会员", "Platinum")."""
+    return LABELS.get(f"level_{level}", {}).get(lang) or ("会员" if lang == "zh" else "VIP")

@@ -41,6 +41,20 @@ def _user_event(source: Dict[str, Any], **changes: Any) -> Dict[str, Any]:
     return event
 
 
+def replay_latest(tracker: Tracker, *meanwhile: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """Take back the customer's latest message and hand it to the dialogue again, with
+    `meanwhile` (events that stay) in between. Empty when there is no message."""
+    latest = _latest_user_event(tracker)
+    if latest is None:
+        return []
+    return [
+        UserUtteranceReverted(),
+        *meanwhile,
+        ActionExecuted("action_listen"),
+        _user_event(latest, marks={"replayed": True}),
+    ]
+
+
 class ActionSwitchTask(Action):
     """The customer asked for something else while a form was asking: leave the form
     and replay their message as if no form had been active."""
@@ -51,16 +65,8 @@ class ActionSwitchTask(Action):
     async def run(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> List[Dict[str, Any]]:
-        latest = _latest_user_event(tracker)
-        if latest is None:
-            return [ActiveLoop(None), SlotSet("requested_slot", None)]
-        return [
-            UserUtteranceReverted(),
-            ActiveLoop(None),
-            SlotSet("requested_slot", None),
-            ActionExecuted("action_listen"),
-            _user_event(latest, marks={"replayed": True}),
-        ]
+        leave = [ActiveLoop(None), SlotSet("requested_slot", None)]
+        return replay_latest(tracker, *leave) or leave
 
 
 class ActionNextRequest(Action):

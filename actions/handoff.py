@@ -1,12 +1,16 @@
 """Handing a conversation to a person (the desk, bot/desk).
 
-`action_handoff` runs when the customer asks for a person or complains, and
-after two misses in a row (`action_default_fallback`). It queues the
-conversation in the right skill group (from the customer's task) with its
-priority (VIP, complaint) and pauses the bot: Rasa then records what the
-customer says without answering, and the desk carries it to the agent. When no
-person can come (outside business hours, nobody online) the bot says so and
-offers to leave a message instead.
+`action_handoff` runs when the customer asks for a person or complains, after
+two misses in a row (`action_default_fallback`), and when desk.yml's `direct`
+rules send a verified member's task straight to a person (the dialogue policy
+decides that; the reason is then "vip"). It queues the conversation in the
+right skill group (from the customer's task) with its priority (VIP,
+complaint) and pauses the bot: Rasa then records what the customer says without
+answering, and the desk carries it to the agent. When no person can come
+(outside business hours, nobody online) the bot says so and offers to leave a
+message instead; for a direct handoff, which the customer didn't ask for, it
+says nothing and hands their message back to the dialogue, which serves it as
+it would anyone's.
 """
 
 from __future__ import annotations
@@ -21,11 +25,18 @@ from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 from redis import asyncio as aioredis
 
-from actions.common import language
-from actions.shop import identity_of, in_thread, shop_session, verified_customer
+from actions.common import language, level_label
+from actions.dialogue import replay_latest
+from actions.shop import (
+    MEMBER_LEVEL_SLOT,
+    identity_of,
+    in_thread,
+    shop_session,
+    verified_customer,
+)
 from bot import hours
 from bot.desk import handoffs
-from bot.desk.config import desk_config
+from bot.desk.config import BadDeskConfig, desk_config
 from bot.privacy import mask_name
 from bot.settings import get_settings
 
@@ -60,11 +71,26 @@ def topic_of(tracker: Tracker) -> str | None:
     return None
 
 
+def direct_rule_matched(tracker: Tracker, intent: str | None) -> bool:
+    """Whether desk.yml's `direct` rules sent this message here: the handoff is the
+    turn's first step, for a verified member's task (the same check as the dialogue
+    policy's, which predicted it)."""
+    if tracker.latest_action_name != "action_listen":
+        return False
+    try:
+        return desk_config().direct_for(tracker.get_slot(MEMBER_LEVEL_SLOT), intent)
+    except BadDeskConfig:
+        logger.exception("desk.yml can't be read; no direct handoffs")
+        return False
+
+
 def reason_of(tracker: Tracker, misunderstood: bool) -> str:
     if misunderstood:
         return "misunderstood"
     intent = (tracker.latest_message.get("intent") or {}).get("name")
-    return "complaint" if intent == "complain" else "asked"
+    if intent == "complain":  # a complaint keeps its own priority and apology
+        return "complaint"
+    return "vip" if direct_rule_matched(tracker, intent) else "asked"
 
 
 def opening_phrase(opens: dt.datetime | None, lang: str, now: dt.datetime) -> str:
@@ -99,7 +125,8 @@ async def hand_off(
         customer_id, name, level = await in_thread(customer)
     except Exception:  # the desk still helps a customer it can't look up
         logger.exception("handoff: customer look-up failed")
-        customer_id, name, level = 0, "", ""
+        # The level verified earlier in the session still counts for the priority.
+        customer_id, name, level = 0, "", str(tracker.get_slot(MEMBER_LEVEL_SLOT) or "")
     now = dt.datetime.now(dt.timezone.utc)
     opening = hours.configured()
     request = handoffs.Request(
@@ -120,6 +147,12 @@ async def hand_off(
         dispatcher.utter_message(response="utter_complaint_sorry")
     # The slot also shows that the action ran (DialoguePolicy's speaking actions).
     outcome_slot = SlotSet("handoff_outcome", outcome.kind)
+    if request.reason == "vip" and outcome.kind in ("closed_hours", "no_agent"):
+        # Nobody can come, and they didn't ask for a person: the dialogue serves their
+        # message as anyone's (it doesn't hand the same session over twice).
+        replayed = replay_latest(tracker, outcome_slot)
+        if replayed:
+            return replayed
     if outcome.kind == "closed_hours":
         dispatcher.utter_message(response="utter_handoff_closed_hours",
                                  opens=opening_phrase(outcome.opens, lang, now))
@@ -127,6 +160,9 @@ async def hand_off(
     if outcome.kind == "no_agent":
         dispatcher.utter_message(response="utter_handoff_no_agent")
         return [outcome_slot]
+    if request.reason == "vip":
+        # Why a person comes though they only asked for the task.
+        dispatcher.utter_message(response="utter_handoff_vip", level=level_label(level, lang))
     if outcome.kind == "connecting":
         dispatcher.utter_message(response="utter_handoff_connecting")
     else:

@@ -19,6 +19,12 @@ say:
 - **Several requests in one message** (NLU's `requests`, the first of which is
   the message's intent): when the first is handled, the next is injected as a
   turn of its own, so each gets the whole dialogue machinery, in order.
+- **Straight to a person** (desk.yml's `direct` rules): a verified member of a
+  listed level (the `member_level` slot) asking about a listed task gets
+  `handoff_action` at once, before rules or forms start the bot's own flow, once
+  a session (after a handoff, or when nobody could come, the bot carries on).
+  The rules are read from the desk file (`DESK_FILE`) when first needed, not
+  trained into the model.
 
 The policy predicts one action per call and keeps no state: it reads the turn
 from the tracker (`bot.policies.turn`). Its predictions carry confidence 1.0 and,
@@ -43,10 +49,18 @@ from rasa.shared.core.constants import (
     REQUESTED_SLOT,
 )
 from rasa.shared.core.domain import Domain
-from rasa.shared.core.events import ActionExecuted, LoopInterrupted
+from rasa.shared.core.events import (
+    ActionExecuted,
+    ActiveLoop,
+    LoopInterrupted,
+    Restarted,
+    SessionStarted,
+    SlotSet,
+)
 from rasa.shared.core.trackers import DialogueStateTracker
 from rasa.shared.nlu.constants import INTENT_NAME_KEY
 
+from bot.desk.config import BadDeskConfig, DeskConfig, desk_config
 from bot.policies.turn import Turn, read_turn
 
 logger = logging.getLogger(__name__)
@@ -88,6 +102,9 @@ class DialoguePolicy(RulePolicy):
             "switch_action": "action_switch_task",
             "next_request_action": "action_next_request",
             "trouble_action": "utter_technical_trouble",
+            # Queues for a person (desk.yml's `direct` rules) and the slot it reads.
+            "handoff_action": "action_handoff",
+            "member_level_slot": "member_level",
             # What the two-stage fallback's rephrase question says.
             "rephrase_response": "utter_ask_rephrase",
             # Custom actions that always answer and always return an event (e.g.
@@ -100,6 +117,7 @@ class DialoguePolicy(RulePolicy):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._first_actions_cache: Dict[str, str] | None = None
+        self._direct_rules: DeskConfig | None = None
 
     # --- prediction ---------------------------------------------------------------------
 
@@ -111,13 +129,57 @@ class DialoguePolicy(RulePolicy):
         **kwargs: Any,
     ) -> PolicyPrediction:
         turn = read_turn(tracker)
-        ours = self._general_behaviour(tracker, domain, turn)
+        ours = self._direct_handoff(tracker, domain, turn) or self._general_behaviour(
+            tracker, domain, turn
+        )
         if ours is not None:
             return ours
         prediction = super().predict_action_probabilities(
             tracker, domain, rule_only_data, **kwargs
         )
         return self._end_of_turn(prediction, tracker, domain, turn)
+
+    def _direct_handoff(
+        self, tracker: DialogueStateTracker, domain: Domain, turn: Turn
+    ) -> PolicyPrediction | None:
+        """A person at once for a verified member's task that desk.yml's `direct` rules
+        name, as the first step of the turn."""
+        handoff = self.config["handoff_action"]
+        level = tracker.get_slot(self.config["member_level_slot"])
+        if (
+            not level
+            or turn.user is None
+            or tracker.latest_action_name != ACTION_LISTEN_NAME
+            or tracker.is_paused()
+            or handoff not in domain.action_names_or_texts
+            or not self._direct_for(str(level), turn.intent)
+            or _handed_off_this_session(tracker, handoff)
+        ):
+            return None
+        form = tracker.active_loop_name
+        if form in domain.form_names:
+            required = set(domain.required_slots_for_form(form))
+            if any(turn.extracted_slots().get(slot) is not None for slot in required):
+                return None  # an answer to the form's question, not a new request
+        logger.debug("DialoguePolicy: %s member asks %s: straight to a person.",
+                     level, turn.intent)
+        # A form or fallback that was asking ends: the person takes over from here.
+        leave = [ActiveLoop(None), SlotSet(REQUESTED_SLOT, None)] if form else []
+        probabilities = [0.0] * domain.num_actions
+        probabilities[domain.index_for_action(handoff)] = 1.0
+        # "No user" so that it outranks a form's own happy path in Rasa's ensemble.
+        return self._prediction(probabilities, optional_events=leave, is_no_user_prediction=True)
+
+    def _direct_for(self, level: str, intent: str | None) -> bool:
+        if self._direct_rules is None:
+            # Read once, when a member first needs them; a desk file that can't be
+            # read hands nobody over by rule (the bot still serves everyone).
+            try:
+                self._direct_rules = desk_config()
+            except BadDeskConfig:
+                logger.exception("DialoguePolicy: no direct handoffs")
+                self._direct_rules = DeskConfig(groups={}, default_group="general")
+        return self._direct_rules.direct_for(level, intent)
 
     def _general_behaviour(
         self, tracker: DialogueStateTracker, domain: Domain, turn: Turn
@@ -315,6 +377,17 @@ class DialoguePolicy(RulePolicy):
         probabilities = [0.0] * domain.num_actions
         probabilities[domain.index_for_action(action)] = confidence
         return self._prediction(probabilities, events=events, is_no_user_prediction=no_user)
+
+
+def _handed_off_this_session(tracker: DialogueStateTracker, handoff: str) -> bool:
+    """Whether `handoff` ran in this session, including a run whose turn it took back
+    (no person could come and it handed the message back to the dialogue)."""
+    for event in reversed(tracker.events):
+        if isinstance(event, (SessionStarted, Restarted)):
+            return False
+        if isinstance(event, ActionExecuted) and event.action_name == handoff:
+            return True
+    return False
 
 
 def _best_action(prediction: PolicyPrediction, domain: Domain) -> str | None:
