@@ -210,6 +210,39 @@ async def test_waiting_customer_may_cancel_and_gets_the_bot_back(service: Servic
     assert handoffs_of(service, third.conversation_id)[-1].state == "cancelled"
 
 
+async def test_a_queued_chat_goes_into_the_feeds_of_agents_at_their_consoles_only(
+    service: Service,
+) -> None:
+    """A waiting chat is written into the feeds of its group's agents who follow
+    theirs (busy ones too: the console shows the queue), not of those who are not
+    at their consoles: those load the queue from the state when they come."""
+    async with agent_at_desk(service, "feed-full", "满员", ["general"], capacity=1) as full, \
+            agent_at_desk(service, "feed-late", "晚到", ["general"], connect=False) as late, \
+            web_customer(service) as first, web_customer(service) as second:
+        await first.say("转人工")
+        await full.wait("assigned", lambda e: e["conversation"]["id"] == first.conversation_id)
+        cid = second.conversation_id
+        answer = texts(await second.say("转人工"))
+        assert "排第 1 位" in answer, answer
+        # At the console, though full: told live.
+        await full.wait("conversation", lambda e: e["conversation"]["id"] == cid
+                        and e["conversation"]["state"] == "queued")
+        # Not at theirs: the console that comes loads the chat with the state...
+        state = await late.get("/desk/api/state")
+        waiting = [c for c in state["conversations"] if c["id"] == cid]
+        assert [(c["state"], c["position"]) for c in waiting] == [("queued", 1)], state
+        # ...and their feed holds nothing from before but the resync of their coming
+        # (a console of theirs from before would reload).
+        await late.connect("0-0")
+        await late.wait("resync")
+        assert late.events[0]["type"] == "resync", late.events
+        # Now there (and free): the chat is theirs; the full agent sees it go.
+        await late.wait("assigned", lambda e: e["conversation"]["id"] == cid)
+        await full.wait("conversation_removed", lambda e: e["conversation_id"] == cid)
+        await late.post(DeskClient.conv(cid, "/close"))
+        await full.post(DeskClient.conv(first.conversation_id, "/close"))
+
+
 async def test_outside_business_hours_the_customer_may_leave_a_message(
     service: Service,
 ) -> None:

@@ -244,6 +244,56 @@ async def test_feeds_replay_after_an_id_and_ask_for_resync_when_trimmed(
     assert seen[0][1] == await st.last_feed_id(redis, 7)
 
 
+async def test_queue_events_go_only_to_agents_following_their_feeds(
+    redis: aioredis.Redis, db: str, desk: ho.Desk,
+) -> None:
+    full = await online(redis, 1, ["general"], capacity=1)
+    await online(redis, 2, ["general"])
+    await st.set_status(redis, 2, "away")  # away, console open: told
+    await online(redis, 3, ["general"])
+    await st.set_status(redis, 3, "offline")  # console open but offline: not told
+    await online(redis, 4, ["general"])
+    # Console closed long ago: not told.
+    await st.touch(redis, 4, st.now() - st.LISTENING_SECONDS - 1)
+    await ask(redis, db, request("web:v-served"))
+    await pause(redis, "web:v-served")
+    await desk.route()
+    assert (await st.get_chat(redis, "web:v-served")).agent_id == full.id
+    for n in (1, 2, 3, 4):
+        await redis.delete(st.feed_key(n))
+
+    await ask(redis, db, request("web:v-waits"))
+
+    async def told(agent_id: int) -> list[str]:
+        return [e["type"] for _, e in await st.feed_since(redis, agent_id, "0-0")
+                if e.get("conversation", {}).get("id") == "web:v-waits"
+                or e.get("conversation_id") == "web:v-waits"]
+
+    # The full agent still sees the queue (the console shows it); away too.
+    assert await told(1) == ["conversation"] and await told(2) == ["conversation"]
+    assert await told(3) == [] and await told(4) == []
+    # Coming back (console again, status online): a resync first in the feed, so a
+    # console from before reloads the state, which has the chat.
+    assert await st.renew(redis, 4, seen=True) is not None
+    assert await st.renew(redis, 3, status="online") is not None
+    for n in (3, 4):
+        assert [e["type"] for _, e in await st.feed_since(redis, n, "0-0")] == ["resync"]
+    # Already following: no resync.
+    assert await st.renew(redis, 1, seen=True) is None
+    assert await st.renew(redis, 2, synced=True) is None
+    assert await st.renew(redis, 3, status="away") is None
+    assert await st.renew(redis, 2, status="offline") is None
+    # From now on they are told: here that it no longer waits (the one online and
+    # free, agent 4, takes it).
+    await pause(redis, "web:v-waits")
+    await desk.route()
+    assert (await st.get_chat(redis, "web:v-waits")).agent_id == 4
+    assert await told(1) == ["conversation", "conversation_removed"]
+    assert await told(2) == ["conversation"]  # offline now
+    assert await told(3) == ["conversation_removed"]
+    assert await told(4) == ["assigned"]
+
+
 async def test_cancel_words() -> None:
     assert ho.is_cancel("取消") and ho.is_cancel(" Cancel. ") and ho.is_cancel("不等了！")
     assert not ho.is_cancel("取消订单") and not ho.is_cancel("I want to cancel my order")

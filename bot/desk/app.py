@@ -230,7 +230,8 @@ def create_app(name: str = "desk") -> Sanic:
         await st.register_agent(app.ctx.redis, agent, app.ctx.desk.config.group_names)
         if agent.status == "offline":
             agent.status = "online"
-            await st.set_status(app.ctx.redis, agent.id, "online")
+            # A console of theirs still open from before may have missed queue events.
+            await st.renew(app.ctx.redis, agent.id, status="online")
         session = await auth.create_session(app.ctx.redis, agent.id)
         await app.ctx.desk.audit(agent, "desk.login", None, address=address)
         resp = response.json({"agent": agent_view(agent), "csrf": session.csrf})
@@ -265,7 +266,8 @@ def create_app(name: str = "desk") -> Sanic:
         wanted = body(request).get("status")
         if wanted not in STATUSES:
             raise Problem(400, f"status: one of {', '.join(STATUSES)}")
-        await st.set_status(app.ctx.redis, agent.id, wanted)
+        # Back from offline: their consoles reload what they were not told meanwhile.
+        await st.renew(app.ctx.redis, agent.id, status=wanted)
         agent.status = wanted
         await app.ctx.desk.audit(agent, "desk.status", None, status=wanted)
         await st.notify(app.ctx.redis, await st.supervisor_ids(app.ctx.redis),
@@ -280,7 +282,9 @@ def create_app(name: str = "desk") -> Sanic:
     async def state(request: Request) -> HTTPResponse:
         _, agent = await current(request)
         r = app.ctx.redis
-        # The feed position first: anything after it is replayed over the socket.
+        # Following the feed from now (queue events included), then the feed
+        # position: anything after it is replayed over the socket.
+        await st.renew(r, agent.id, synced=True)
         last = await st.last_feed_id(r, agent.id)
         chats = [c for c in await st.all_chats(r) if can_see(agent, c)]
         positions: Dict[str, int] = {}
@@ -454,7 +458,10 @@ def create_app(name: str = "desk") -> Sanic:
         inbox: asyncio.Queue[Tuple[str, str]] = asyncio.Queue()
         app.ctx.live.setdefault(agent_id, set()).add(inbox)
         app.ctx.sockets.setdefault(agent_id, set()).add(ws)
-        await st.touch(r, agent_id)
+        # Back after a while: a resync goes into the feed before it is read, so a
+        # console from before reloads what it was not told meanwhile (one without
+        # a position has nothing from before: not for it).
+        returned = await st.renew(r, agent_id, seen=True)
         sent = request.args.get("last_event_id") or ""
         presence = asyncio.create_task(
             _present(app, ws, session.token, agent_id, app.ctx.desk.config.grace_seconds))
@@ -469,7 +476,8 @@ def create_app(name: str = "desk") -> Sanic:
                         await ws.send(json.dumps({"id": event_id, **event},
                                                  ensure_ascii=False))
                         sent = event_id
-            sender = asyncio.create_task(_send_live(ws, inbox, sent))
+            sender = asyncio.create_task(
+                _send_live(ws, inbox, sent, skip=returned if not sent else None))
             try:
                 while True:
                     message = await ws.recv()
@@ -671,12 +679,15 @@ async def _present(app: Sanic, ws: Any, token: str, agent_id: int, grace: float)
             await st.touch(r, agent_id)
 
 
-async def _send_live(ws: Any, inbox: asyncio.Queue[Tuple[str, str]], sent: str) -> None:
+async def _send_live(ws: Any, inbox: asyncio.Queue[Tuple[str, str]], sent: str,
+                     skip: str | None = None) -> None:
     last = st.split_id(sent) if sent else (0, 0)
     while True:
         event_id, body = await inbox.get()
         if not event_id:  # a passing hint (typing): not in the feed, no id
             await ws.send(body)
+            continue
+        if event_id == skip:
             continue
         position = st.split_id(event_id)
         if position <= last:

@@ -119,12 +119,14 @@ async def _free_agents(r: aioredis.Redis, group: str, present: float) -> List[Ag
 
 
 async def audience(r: aioredis.Redis, chat: Chat) -> set[int]:
-    """Who sees this conversation: supervisors, its agent, and while it waits, its group."""
+    """Who is told of this conversation: supervisors, its agent, and while it waits,
+    its group's agents whose consoles follow their feeds (busy ones too: the console
+    shows the queue); the others load the queue from the state when they come back."""
     ids = set(await st.supervisor_ids(r))
     if chat.agent_id:
         ids.add(chat.agent_id)
     if chat.state == "queued":
-        ids |= set(await st.group_agent_ids(r, chat.group))
+        ids |= await st.listening(r, await st.group_agent_ids(r, chat.group))
     return ids
 
 
@@ -249,7 +251,9 @@ class Desk:
         """Under the lock."""
         previous = chat.agent_id
         was_queued = chat.state == "queued"
-        group_before = await st.group_agent_ids(self.r, chat.group) if was_queued else []
+        # Those who were told it waits (`audience`) are told it no longer does.
+        group_before = (await st.listening(self.r, await st.group_agent_ids(self.r, chat.group))
+                        if was_queued else set())
         await records.in_thread(lambda: records.mark_assigned(
             self.database_url, chat.handoff_id, agent.id, transfer))
         await st.put_assigned(self.r, chat, agent)

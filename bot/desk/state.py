@@ -12,6 +12,7 @@ Keys (all under `desk:`):
     desk:load                    zset   agent id -> conversations they have
     desk:mine:<agent id>         set    those conversations
     desk:seen                    zset   agent id -> when their console last spoke (s)
+    desk:synced                  zset   agent id -> when their console last loaded the state (s)
     desk:feed:<agent id>         stream what that agent's console is told (event ids)
     desk:handle:<group>          list   recent handle times (s), for wait estimates
     desk:lock                    lock   held while a handoff changes hands
@@ -20,6 +21,9 @@ Live delivery: an event is appended to each recipient's feed (its id is the
 event id) and announced on the pub/sub channel `desk:live`; every desk
 instance forwards announcements to the consoles connected to it. A console
 that reconnects reads its feed from the last id it saw: nothing is missed.
+A group's queue events go only to its agents who follow their feeds
+(`listening`); an agent who comes back gets a `resync` in their feed
+(`renew`), so a console from before reloads the state instead.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import math
 import time
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Dict, Iterable, List, Sequence
+from typing import Any, Dict, Iterable, List, Sequence, Set
 
 from redis import asyncio as aioredis
 
@@ -37,6 +41,7 @@ P = "desk:"
 CHATS = P + "chats"
 LOAD = P + "load"
 SEEN = P + "seen"
+SYNCED = P + "synced"
 SUPERVISORS = P + "supervisors"
 LOCK = P + "lock"
 LIVE = P + "live"
@@ -365,6 +370,71 @@ async def available_agents(
     return [a for a in agents if a.status == "online" and seen.get(a.id, 0) >= cutoff]
 
 
+# Queue events reach an agent's feed while their console follows it: they are
+# online or away, and a console of theirs spoke or loaded the state this recently
+# (an open console touches every 15 s at most; longer than the default grace, so a
+# console back within it replays its feed).
+LISTENING_SECONDS = 120.0
+LISTENING_STATUSES = ("online", "away")
+
+
+async def listening(
+    r: aioredis.Redis, agent_ids: Iterable[int], within: float = LISTENING_SECONDS
+) -> Set[int]:
+    """Those of `agent_ids` whose consoles follow their feeds (see LISTENING_SECONDS).
+    Only they are told of their groups' queues as they change: the others' consoles
+    load the queues from the state when they come back (`renew`)."""
+    ids = {int(a) for a in agent_ids}
+    if not ids:
+        return set()
+    cutoff = now() - within
+    pipe = r.pipeline(transaction=False)
+    pipe.zrangebyscore(SEEN, cutoff, "+inf")
+    pipe.zrangebyscore(SYNCED, cutoff, "+inf")
+    seen, synced = await pipe.execute()
+    recent = sorted(ids & {int(as_text(a)) for a in (*seen, *synced)})
+    if not recent:
+        return set()
+    pipe = r.pipeline(transaction=False)
+    for agent_id in recent:
+        pipe.hget(agent_key(agent_id), "status")
+    statuses = await pipe.execute()
+    return {a for a, status in zip(recent, statuses, strict=True)
+            if status is not None and as_text(status) in LISTENING_STATUSES}
+
+
+async def renew(
+    r: aioredis.Redis, agent_id: int, *, seen: bool = False, synced: bool = False,
+    status: str | None = None,
+) -> str | None:
+    """A console of the agent's connected (`seen`) or loaded the state (`synced`),
+    or their status changes. If that makes them `listening` after a time they were
+    not, their feed lacks the queue events of that time: a `resync` goes into it,
+    so a console from before reloads the state rather than replaying its feed (one
+    that loads the state from now on starts after it). The resync's id, if so."""
+    key = str(agent_id)
+    at = now()
+    # Read and written at once: of two renewals together, one sees the other's.
+    pipe = r.pipeline(transaction=True)
+    pipe.hget(agent_key(agent_id), "status")
+    pipe.zscore(SEEN, key)
+    pipe.zscore(SYNCED, key)
+    if seen:
+        pipe.zadd(SEEN, {key: at})
+    if synced:
+        pipe.zadd(SYNCED, {key: at})
+    if status is not None:
+        pipe.hset(agent_key(agent_id), "status", status)
+    old_status, old_seen, old_synced = (await pipe.execute())[:3]
+    before = as_text(old_status) if old_status is not None else "offline"
+    recent = max(old_seen or 0.0, old_synced or 0.0) >= at - LISTENING_SECONDS
+    was = before in LISTENING_STATUSES and recent
+    now_listening = (status or before) in LISTENING_STATUSES and (recent or seen or synced)
+    if now_listening and not was:
+        return (await notify(r, [agent_id], {"type": "resync"}))[agent_id]
+    return None
+
+
 # --- wait estimates ---------------------------------------------------------------------
 
 
@@ -402,11 +472,14 @@ def handled_key(entry_id: str) -> str:
     return f"{P}handled:{entry_id}"
 
 
-async def notify(r: aioredis.Redis, agent_ids: Iterable[int], event: Dict[str, Any]) -> None:
-    """Append `event` to each agent's feed and announce it to the desk instances."""
+async def notify(
+    r: aioredis.Redis, agent_ids: Iterable[int], event: Dict[str, Any]
+) -> Dict[int, str]:
+    """Append `event` to each agent's feed and announce it to the desk instances;
+    its event id in each feed."""
     recipients = sorted(set(agent_ids))
     if not recipients:
-        return
+        return {}
     body = json.dumps(event, ensure_ascii=False)
     entry = handling.get()
     pipe = r.pipeline(transaction=entry is not None)
@@ -415,11 +488,12 @@ async def notify(r: aioredis.Redis, agent_ids: Iterable[int], event: Dict[str, A
     if entry is not None:
         pipe.set(handled_key(entry), 1, ex=HANDLED_TTL)
         handling.set(None)
-    ids = (await pipe.execute())[: len(recipients)]
+    ids = [as_text(i) for i in (await pipe.execute())[: len(recipients)]]
     pipe = r.pipeline(transaction=False)
     for agent_id, event_id in zip(recipients, ids, strict=True):
-        pipe.publish(LIVE, f"{agent_id} {as_text(event_id)} {body}")
+        pipe.publish(LIVE, f"{agent_id} {event_id} {body}")
     await pipe.execute()
+    return dict(zip(recipients, ids, strict=True))
 
 
 async def feed_since(
