@@ -17,17 +17,25 @@
   Rasa gives up on a hung action server, with the customer waiting in silence.
   The limit is `ACTION_TIMEOUT_SECONDS` (10 s) instead: then the call fails
   and the dialogue apologises (bot.policies.dialogue).
+- Our `action_session_start` runs on the action server (it looks up the
+  customer's member level). When that server is down, Rasa drops the failed
+  action's events, so the conversation would start without `SessionStarted`
+  and its carried-over slots. Rasa's own session start runs instead, and the
+  customer is served without their level.
 """
 
 from __future__ import annotations
 
+import logging
 from functools import lru_cache
 from typing import Any, Dict
 
 import rasa.core.actions.action as rasa_actions
-from rasa.core.actions.action import RemoteAction
+from rasa.core.actions.action import ActionSessionStart, RemoteAction
+from rasa.shared.core.constants import ACTION_SESSION_START_NAME
 from rasa.shared.core.events import Event
 
+logger = logging.getLogger(__name__)
 _resolve_by_type = Event.resolve_by_type
 _event_classes: Dict[str, Any] = {}
 
@@ -93,6 +101,21 @@ def _cached_resolve_by_type(type_name: str, default: Any = None) -> Any:
     return found
 
 
+_remote_run = RemoteAction.run
+
+
+async def _run_remote(self: RemoteAction, output_channel: Any, nlg: Any, tracker: Any,
+                      domain: Any) -> Any:
+    if self.name() != ACTION_SESSION_START_NAME:
+        return await _remote_run(self, output_channel, nlg, tracker, domain)
+    try:
+        return await _remote_run(self, output_channel, nlg, tracker, domain)
+    except Exception:  # the action server is away: start the session as Rasa would
+        logger.warning("action_session_start failed on the action server; "
+                       "starting %s's session without it", tracker.sender_id, exc_info=True)
+        return await ActionSessionStart().run(output_channel, nlg, tracker, domain)
+
+
 def _handled_unless_paused(tracker: Any) -> bool:
     return not tracker.is_paused()
 
@@ -112,6 +135,8 @@ def install() -> None:
 
     rasa_actions.DEFAULT_REQUEST_TIMEOUT = get_settings().action_timeout_seconds
     RemoteAction._validate_action_result = _validate_action_result  # type: ignore[method-assign]
+    if RemoteAction.run is _remote_run:
+        RemoteAction.run = _run_remote  # type: ignore[method-assign]
     import rasa.server
 
     rasa.server.validate_events_in_request_body = _validate_events_in_request_body

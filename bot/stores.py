@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, AsyncIterator, Callable, Iterable, TypeVar
 
 import redis
 from rasa.core.brokers.broker import EventBroker
@@ -27,8 +29,11 @@ from rasa.core.tracker_store import SQLTrackerStore
 from rasa.shared.core.domain import Domain
 from rasa.shared.core.trackers import DialogueStateTracker
 from rasa.utils.endpoints import EndpointConfig
+from redis import asyncio as aioredis
+from sqlalchemy import event
 
 from bot.settings import get_settings
+from bot.shop.database import sqlite_pragmas
 
 T = TypeVar("T")
 # Worker threads for a server database (PostgreSQL): turns of different
@@ -43,6 +48,17 @@ def sqlalchemy_url(url: str) -> str:
     if url.startswith("sqlite:///"):
         Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     return url
+
+
+def _tracker_pragmas(dbapi_connection: Any, record: Any) -> None:
+    # The shop's settings (write-ahead log: readers such as the desk don't wait
+    # for a writer), and synchronous=NORMAL: a commit appends to the log without
+    # an fsync each time; a crash of the process loses nothing (a power cut may
+    # lose the last turns).
+    sqlite_pragmas(dbapi_connection, record)
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
 
 
 class URLTrackerStore(SQLTrackerStore):
@@ -69,6 +85,8 @@ class URLTrackerStore(SQLTrackerStore):
         # SQLTrackerStore uses a host containing "://" as the whole database URL.
         super().__init__(domain=domain, host=url, event_broker=event_broker, **kwargs)
         workers = 1 if url.startswith("sqlite") else SERVER_DB_THREADS
+        if url.startswith("sqlite"):
+            event.listen(self.engine, "connect", _tracker_pragmas)
         self._io = ThreadPoolExecutor(workers, thread_name_prefix="tracker-store")
 
     async def _in_thread(self, work: Callable[..., T], *args: Any) -> T:
@@ -126,9 +144,66 @@ class URLTrackerStore(SQLTrackerStore):
 # every 20 ms costs nothing and keeps the wait near the holder's time.
 LOCK_POLL_SECONDS = 0.02
 
+# Rasa changes a lock by reading, changing and writing it back: two processes
+# sharing the lock store (Rasa instances behind a load balancer, the desk
+# writing an agent's line) can undo each other's change, and a ticket that
+# vanishes makes the waiting turn fail ("Could not acquire lock": the
+# customer's message is dropped). Each change here is this one script, which
+# Redis runs atomically, on Rasa's own format (TicketLock.dumps: tickets are
+# JSON strings in a JSON list), so it is also one round trip instead of five.
+# ARGV: operation, now (the caller's clock, as Rasa's tickets use), the
+# conversation id, then the lifetime (issue) or the ticket number.
+_LOCK_SCRIPT = """
+local raw = redis.call('GET', KEYS[1])
+local op, now = ARGV[1], tonumber(ARGV[2])
+if raw == false and op ~= 'issue' then
+  return -1
+end
+local tickets = {}
+if raw then
+  for _, encoded in ipairs(cjson.decode(raw).tickets) do
+    local ticket = cjson.decode(encoded)
+    if ticket.expires >= now then table.insert(tickets, ticket) end
+  end
+end
+local result = 0
+if op == 'issue' then
+  local last = -1
+  if #tickets > 0 then last = tickets[#tickets].number end
+  result = last + 1
+  table.insert(tickets, {number = result, expires = now + tonumber(ARGV[4])})
+elseif op == 'poll' then
+  local serving = 0
+  if #tickets > 0 then serving = tickets[1].number end
+  if serving == tonumber(ARGV[4]) then result = 1 end
+elseif op == 'finish' or op == 'cleanup' then
+  local ticket = tonumber(ARGV[4])
+  for i, t in ipairs(tickets) do
+    if t.number == ticket then table.remove(tickets, i) break end
+  end
+end
+if op == 'cleanup' and #tickets == 0 then
+  redis.call('DEL', KEYS[1])
+  return result
+end
+local encoded = {}
+for i, t in ipairs(tickets) do
+  encoded[i] = cjson.encode(cjson.encode({number = t.number, expires = t.expires}))
+end
+local lock = '{"conversation_id": ' .. cjson.encode(ARGV[3]) .. ', "tickets": ['
+lock = lock .. table.concat(encoded, ', ') .. ']}'
+redis.call('SET', KEYS[1], lock)
+return result
+"""
+
 
 class RedisURLLockStore(RedisLockStore):
-    """Redis lock store at REDIS_URL (`bot run` sets it to the embedded Redis)."""
+    """Redis lock store at REDIS_URL (`bot run` sets it to the embedded Redis).
+
+    `lock()` talks to Redis asynchronously: Rasa's store makes blocking calls on
+    the event loop, each of which also gives up the GIL to the inference thread
+    (bot.rasa_threads) and waits to get it back.
+    """
 
     def __init__(self, endpoint_config: EndpointConfig | None = None) -> None:
         url = (endpoint_config.url if endpoint_config else None) or get_settings().redis_url
@@ -139,77 +214,75 @@ class RedisURLLockStore(RedisLockStore):
             )
         prefix = endpoint_config.kwargs.get("key_prefix") if endpoint_config else None
         super().__init__(key_prefix=prefix)
+        self.url = url
         # Replace the client RedisLockStore made from host/port with one from the URL
         # (which may carry a password, a database number or a unix socket).
         self.red = redis.StrictRedis.from_url(
             url, socket_timeout=DEFAULT_SOCKET_TIMEOUT_IN_SECONDS
         )
+        self._script = self.red.register_script(_LOCK_SCRIPT)
+        self._async: tuple[asyncio.AbstractEventLoop, Any] | None = None
 
-    async def _acquire_lock(
-        self, conversation_id: str, ticket: int, wait_time_in_seconds: float
-    ) -> TicketLock:
-        return await super()._acquire_lock(
-            conversation_id, ticket, min(wait_time_in_seconds, LOCK_POLL_SECONDS)
-        )
+    def _async_script(self) -> Any:
+        """The lock script on an asyncio client of the running loop's own."""
+        loop = asyncio.get_running_loop()
+        if self._async is None or self._async[0] is not loop:
+            client = aioredis.Redis.from_url(
+                self.url, socket_timeout=DEFAULT_SOCKET_TIMEOUT_IN_SECONDS
+            )
+            self._async = (loop, client.register_script(_LOCK_SCRIPT))
+        return self._async[1]
 
-    # Rasa changes a lock by reading, changing and writing it back: two processes
-    # sharing the lock store (Rasa instances behind a load balancer, the desk
-    # writing an agent's line) can undo each other's change, and a ticket that
-    # vanishes makes the waiting turn fail ("Could not acquire lock": the
-    # customer's message is dropped). Each change here is one Redis transaction
-    # (WATCH/MULTI, again if the lock changed meanwhile).
+    def _args(self, operation: str, conversation_id: str, value: float) -> list[Any]:
+        return [operation, repr(time.time()), conversation_id, value]
 
-    def _change(self, conversation_id: str, change: Callable[[TicketLock | None], Any]) -> Any:
-        key = self.key_prefix + conversation_id
-        with self.red.pipeline() as pipe:
+    def _run(self, operation: str, conversation_id: str, value: float) -> int:
+        try:
+            return int(self._script(keys=[self.key_prefix + conversation_id],
+                                    args=self._args(operation, conversation_id, value)))
+        except redis.RedisError as error:
+            raise LockError(f"Lock store error ({operation}): {error}") from error
+
+    async def _run_async(self, operation: str, conversation_id: str, value: float) -> int:
+        try:
+            return int(await self._async_script()(
+                keys=[self.key_prefix + conversation_id],
+                args=self._args(operation, conversation_id, value)))
+        except redis.RedisError as error:
+            raise LockError(f"Lock store error ({operation}): {error}") from error
+
+    @asynccontextmanager
+    async def lock(
+        self,
+        conversation_id: str,
+        lock_lifetime: float = LOCK_LIFETIME,
+        wait_time_in_seconds: float = 1,
+    ) -> AsyncIterator[TicketLock]:
+        """Rasa's ticket lock (same tickets, same order, same errors), without blocking."""
+        ticket = await self._run_async("issue", conversation_id, lock_lifetime)
+        try:
+            wait = min(wait_time_in_seconds, LOCK_POLL_SECONDS)
             while True:
-                try:
-                    pipe.watch(key)
-                    raw = pipe.get(key)
-                    lock = TicketLock.from_dict(json.loads(raw)) if raw else None
-                    result, after = change(lock)
-                    pipe.multi()
-                    if after is None:
-                        pipe.delete(key)
-                    else:
-                        pipe.set(key, after.dumps())
-                    pipe.execute()
-                    return result
-                except redis.WatchError:
-                    continue
+                serving = await self._run_async("poll", conversation_id, ticket)
+                if serving < 0:  # the lock expired and is gone
+                    raise LockError(
+                        f"Could not acquire lock for conversation_id '{conversation_id}'."
+                    )
+                if serving:
+                    break
+                await asyncio.sleep(wait)
+            yield TicketLock(conversation_id)
+        finally:
+            await self._run_async("cleanup", conversation_id, ticket)
 
     def issue_ticket(self, conversation_id: str, lock_lifetime: float = LOCK_LIFETIME) -> int:
-        def issue(lock: TicketLock | None) -> tuple[int, TicketLock]:
-            lock = lock or TicketLock(conversation_id)
-            return lock.issue_ticket(lock_lifetime), lock
-
-        try:
-            return self._change(conversation_id, issue)
-        except redis.RedisError as error:
-            raise LockError(f"Error while acquiring lock. Error:\n{error}") from error
+        return self._run("issue", conversation_id, lock_lifetime)
 
     def update_lock(self, conversation_id: str) -> None:
-        def expire(lock: TicketLock | None) -> tuple[None, TicketLock | None]:
-            if lock is not None:
-                lock.remove_expired_tickets()
-            return None, lock
-
-        self._change(conversation_id, expire)
+        self._run("expire", conversation_id, 0)
 
     def finish_serving(self, conversation_id: str, ticket_number: int) -> None:
-        def finish(lock: TicketLock | None) -> tuple[None, TicketLock | None]:
-            if lock is not None:
-                lock.remove_ticket_for(ticket_number)
-            return None, lock
-
-        self._change(conversation_id, finish)
+        self._run("finish", conversation_id, ticket_number)
 
     def cleanup(self, conversation_id: str, ticket_number: int) -> None:
-        def finish(lock: TicketLock | None) -> tuple[None, TicketLock | None]:
-            if lock is None:
-                return None, None
-            lock.remove_ticket_for(ticket_number)
-            # Kept while someone waits; gone, in the same step, when nobody does.
-            return None, lock if lock.is_someone_waiting() else None
-
-        self._change(conversation_id, finish)
+        self._run("cleanup", conversation_id, ticket_number)

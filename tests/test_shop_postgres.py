@@ -256,6 +256,24 @@ def test_the_action_server_going_away_mid_form_gets_an_apology(pg: Setup) -> Non
     assert said(chat.say("what's my balance")) == ["utter_balance"]
 
 
+def test_a_conversation_that_starts_while_the_action_server_is_away_still_starts(
+    pg: Setup,
+) -> None:
+    # action_session_start is ours (it looks up the member level): with the action
+    # server gone, Rasa's own session start runs instead, and the bot answers.
+    chat, _ = app_customer(pg, "en")
+    pg.stop_actions()
+    try:
+        reply = chat.say("hello")
+        assert said(reply) == ["utter_greet"]
+        kinds = [event.type_name for event in chat.tracker.events]
+        assert kinds[:2] == ["action", "session_started"], kinds
+        assert kinds.index("user") > kinds.index("session_started"), kinds
+        assert chat.tracker.get_slot("member_level") is None
+    finally:
+        pg.start_actions()
+
+
 def test_a_hung_action_server_gets_an_apology_in_time(
     pg: Setup, monkeypatch: pytest.MonkeyPatch
 ) -> None:
