@@ -14,6 +14,7 @@ work runs changes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Dict, TypeVar
@@ -21,6 +22,8 @@ from typing import Any, Callable, Dict, TypeVar
 from rasa.core.channels.channel import UserMessage
 from rasa.core.processor import ActionLimitReached, MessageProcessor
 from rasa.shared.core.trackers import DialogueStateTracker
+
+from bot import heap
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
@@ -76,5 +79,10 @@ async def _run_prediction_loop(self: MessageProcessor, output_channel: Any,
 def install() -> None:
     if getattr(MessageProcessor.parse_message, "__module__", "") == __name__:
         return
+    # We are imported while Rasa loads the model, inside its start-up coroutine:
+    # once that yields, the model is in memory and stays. No loop: not a server
+    # (training, tests), nothing to keep the heap for.
+    with contextlib.suppress(RuntimeError):
+        asyncio.get_running_loop().call_soon(heap.freeze)
     MessageProcessor.parse_message = _parse_message  # type: ignore[method-assign]
     MessageProcessor._run_prediction_loop = _run_prediction_loop  # type: ignore[method-assign]

@@ -25,6 +25,7 @@ from redis import asyncio as aioredis
 from sanic import Request, Sanic, response
 from sanic.response import HTTPResponse
 
+from bot import heap
 from bot.desk import agents as people
 from bot.desk import auth, records
 from bot.desk import handoffs as ho
@@ -119,6 +120,7 @@ def create_app(name: str = "desk") -> Sanic:
             asyncio.create_task(clock(app)),
             asyncio.create_task(watch_active(app)),
         ]
+        heap.freeze()  # the desk imports Rasa's stores: a large heap, long-lived
 
     @app.listener("after_server_stop")
     async def stop(app: Sanic, _loop: Any) -> None:
