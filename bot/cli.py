@@ -47,11 +47,13 @@ _MASK_LOGS = "from bot.privacy import install_log_masking; install_log_masking()
 # Rasa takes its API token only as a command-line argument, which every local
 # user can read with `ps`. This stub hands it over through the environment.
 _TOKEN_PLACEHOLDER = "@BOT_API_TOKEN"
+# Before Rasa is imported, bot.lean_rasa keeps TensorFlow out if the model needs none.
 _RASA_WITH_ENV_TOKEN = (
     "import os, sys; "
     + _MASK_LOGS
     + f"sys.argv = ['rasa'] + [os.environ['BOT_API_TOKEN'] if a == {_TOKEN_PLACEHOLDER!r} else a "
     "for a in sys.argv[1:]]; "
+    "from bot.lean_rasa import install; install(sys.argv); "
     "from rasa.__main__ import main; main()"
 )
 # `python -m rasa_sdk`, masking its logs first.
