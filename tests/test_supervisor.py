@@ -440,7 +440,8 @@ def _bot(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[
 
 
 def test_bot_run_without_a_model_explains(tmp_path: Path) -> None:
-    result = _bot(tmp_path, "run", "--no-train", BOT_ACTION_PORT="0", BOT_RASA_PORT="0")
+    result = _bot(tmp_path, "run", "--no-train", BOT_ACTION_PORT="0", BOT_RASA_PORT="0",
+                  BOT_DESK_PORT="0")
     assert result.returncode == 1
     assert "no model in" in result.stderr and "bot train" in result.stderr
 
