@@ -139,10 +139,14 @@ class URLTrackerStore(SQLTrackerStore):
 
 
 # Rasa polls a conversation's lock once a second while another turn holds it: a
-# customer's message that arrives while the desk appends an agent's line to the
-# same transcript (a few ms) would wait a whole second. Polling a local Redis
-# every 20 ms costs nothing and keeps the wait near the holder's time.
-LOCK_POLL_SECONDS = 0.02
+# customer who sends a second message while the first is answered waits up to a
+# second more. Here the turn that lets go wakes the next ticket's waiter at once
+# (it pushes to that ticket's wake list, on which the waiter blocks with BLPOP,
+# across processes); the waiter still looks again every LOCK_POLL_SECONDS in
+# case the holder died without letting go (its ticket then expires).
+LOCK_POLL_SECONDS = 1.0
+# A wake-up nobody took (the waiter saw its turn before blocking) lasts this long.
+WAKE_TTL_MS = 60_000
 
 # Rasa changes a lock by reading, changing and writing it back: two processes
 # sharing the lock store (Rasa instances behind a load balancer, the desk
@@ -151,6 +155,7 @@ LOCK_POLL_SECONDS = 0.02
 # customer's message is dropped). Each change here is this one script, which
 # Redis runs atomically, on Rasa's own format (TicketLock.dumps: tickets are
 # JSON strings in a JSON list), so it is also one round trip instead of five.
+# KEYS: the lock, then the prefix of its wake lists (one per ticket number).
 # ARGV: operation, now (the caller's clock, as Rasa's tickets use), the
 # conversation id, then the lifetime (issue) or the ticket number.
 _LOCK_SCRIPT = """
@@ -175,11 +180,19 @@ if op == 'issue' then
 elseif op == 'poll' then
   local serving = 0
   if #tickets > 0 then serving = tickets[1].number end
-  if serving == tonumber(ARGV[4]) then result = 1 end
+  if serving == tonumber(ARGV[4]) then
+    result = 1
+    redis.call('DEL', KEYS[2] .. ARGV[4])
+  end
 elseif op == 'finish' or op == 'cleanup' then
   local ticket = tonumber(ARGV[4])
   for i, t in ipairs(tickets) do
     if t.number == ticket then table.remove(tickets, i) break end
+  end
+  if #tickets > 0 then
+    local wake = KEYS[2] .. tostring(tickets[1].number)
+    redis.call('RPUSH', wake, 1)
+    redis.call('PEXPIRE', wake, tonumber(ARGV[5]))
   end
 end
 if op == 'cleanup' and #tickets == 0 then
@@ -221,24 +234,41 @@ class RedisURLLockStore(RedisLockStore):
             url, socket_timeout=DEFAULT_SOCKET_TIMEOUT_IN_SECONDS
         )
         self._script = self.red.register_script(_LOCK_SCRIPT)
-        self._async: tuple[asyncio.AbstractEventLoop, Any] | None = None
+        self._async: tuple[asyncio.AbstractEventLoop, Any, Any] | None = None
 
-    def _async_script(self) -> Any:
-        """The lock script on an asyncio client of the running loop's own."""
+    def _async_client(self) -> tuple[Any, Any]:
+        """An asyncio client of the running loop's own, and the lock script on it."""
         loop = asyncio.get_running_loop()
         if self._async is None or self._async[0] is not loop:
             client = aioredis.Redis.from_url(
                 self.url, socket_timeout=DEFAULT_SOCKET_TIMEOUT_IN_SECONDS
             )
-            self._async = (loop, client.register_script(_LOCK_SCRIPT))
-        return self._async[1]
+            self._async = (loop, client, client.register_script(_LOCK_SCRIPT))
+        return self._async[1], self._async[2]
+
+    def _async_script(self) -> Any:
+        return self._async_client()[1]
+
+    async def _woken(self, wake_key: str, seconds: float) -> None:
+        """Until the ticket before ours lets go, or `seconds` at most."""
+        client, _ = self._async_client()
+        try:
+            await client.blpop([wake_key], timeout=seconds)
+        except redis.RedisError as error:
+            raise LockError(f"Lock store error (wait): {error}") from error
+
+    def _keys(self, conversation_id: str) -> list[str]:
+        return [self.key_prefix + conversation_id, self._wake_prefix(conversation_id)]
+
+    def _wake_prefix(self, conversation_id: str) -> str:
+        return f"{self.key_prefix}wake:{conversation_id}:"
 
     def _args(self, operation: str, conversation_id: str, value: float) -> list[Any]:
-        return [operation, repr(time.time()), conversation_id, value]
+        return [operation, repr(time.time()), conversation_id, value, WAKE_TTL_MS]
 
     def _run(self, operation: str, conversation_id: str, value: float) -> int:
         try:
-            return int(self._script(keys=[self.key_prefix + conversation_id],
+            return int(self._script(keys=self._keys(conversation_id),
                                     args=self._args(operation, conversation_id, value)))
         except redis.RedisError as error:
             raise LockError(f"Lock store error ({operation}): {error}") from error
@@ -246,7 +276,7 @@ class RedisURLLockStore(RedisLockStore):
     async def _run_async(self, operation: str, conversation_id: str, value: float) -> int:
         try:
             return int(await self._async_script()(
-                keys=[self.key_prefix + conversation_id],
+                keys=self._keys(conversation_id),
                 args=self._args(operation, conversation_id, value)))
         except redis.RedisError as error:
             raise LockError(f"Lock store error ({operation}): {error}") from error
@@ -270,7 +300,7 @@ class RedisURLLockStore(RedisLockStore):
                     )
                 if serving:
                     break
-                await asyncio.sleep(wait)
+                await self._woken(f"{self._wake_prefix(conversation_id)}{ticket}", wait)
             yield TicketLock(conversation_id)
         finally:
             await self._run_async("cleanup", conversation_id, ticket)

@@ -61,3 +61,42 @@ def test_three_processes_share_a_conversation_lock_without_losing_turns() -> Non
         assert client.keys("lock:*") == []  # nothing left behind
     finally:
         client.flushdb()
+
+
+def test_a_waiting_turn_is_woken_when_the_lock_is_let_go() -> None:
+    """The next turn starts when the one before lets go, not at its next look
+    (every second, as a fallback for a holder that died)."""
+    import asyncio
+    import time
+
+    from rasa.utils.endpoints import EndpointConfig
+
+    from bot.stores import LOCK_POLL_SECONDS, RedisURLLockStore
+
+    redis.Redis.from_url(URL).flushdb()
+    holder_store = RedisURLLockStore(EndpointConfig(url=URL))
+    waiter_store = RedisURLLockStore(EndpointConfig(url=URL))  # another process's client
+    released_at: list[float] = []
+    acquired_at: list[float] = []
+
+    async def holder(entered: asyncio.Event) -> None:
+        async with holder_store.lock("web:v-wake"):
+            entered.set()
+            await asyncio.sleep(0.3)
+            released_at.append(time.monotonic())
+
+    async def waiter() -> None:
+        async with waiter_store.lock("web:v-wake", wait_time_in_seconds=5):
+            acquired_at.append(time.monotonic())
+
+    async def main() -> None:
+        entered = asyncio.Event()
+        first = asyncio.create_task(holder(entered))
+        await entered.wait()
+        await waiter()
+        await first
+
+    asyncio.run(main())
+    assert LOCK_POLL_SECONDS >= 1.0
+    assert acquired_at[0] - released_at[0] < 0.25, acquired_at[0] - released_at[0]
+    assert not redis.Redis.from_url(URL).keys("*"), "the lock and its wake lists are gone"
