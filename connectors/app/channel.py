@@ -35,6 +35,7 @@ the socket, and an offline customer gets a push notification.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -51,7 +52,6 @@ from sanic.response import HTTPResponse
 
 from connectors.app.auth import BadToken, Claims, JwtVerifier, bearer_token
 from connectors.app.outbox import AppOutput, BadCursor, Outbox, OutboxConfig, check_since
-from connectors.clients import get_redis
 from connectors.limits import Limits, RateLimiter
 from connectors.notices import notice
 
@@ -62,6 +62,7 @@ IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 _CLIENT_MESSAGE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 AUTH_FRAME_TIMEOUT_SECONDS = 10.0
 MAX_POLL_LIMIT = 500
+PUMP_BATCH = 100  # messages per XRANGE of a socket's pump
 
 # WebSocket close codes (4000–4999 are the application's own).
 WS_BAD_REQUEST = 4400
@@ -140,6 +141,7 @@ class AppInput(InputChannel):
                 max_length=int(_number(credentials, "outbox_max_length", 1000)),
                 ttl_seconds=int(_number(credentials, "outbox_ttl_days", 7) * 24 * 3600),
                 presence_ttl_seconds=int(_number(credentials, "presence_ttl_seconds", 60)),
+                max_connections=int(_number(credentials, "redis_max_connections", 16)),
                 push_webhook_url=url,
                 push_webhook_secret=secret,
                 push_timeout_seconds=_number(credentials, "push_timeout_seconds", 3.0),
@@ -274,7 +276,7 @@ class AppInput(InputChannel):
         ):
             return _error(400, "bad_request", "display_text must be a string no longer than text")
 
-        redis = get_redis()
+        redis = self.outbox.redis()  # the channel's bounded pool
         customer = claims.subject
         message_id = uuid.uuid4().hex
         # The client's id before the customer's: it has no ":", so keys can't collide.
@@ -461,28 +463,33 @@ class AppInput(InputChannel):
             )
 
     async def _pump(self, ws: Any, claims: Claims, cursor: str, socket_id: str) -> None:
-        """Outbox → socket: the backlog after `cursor`, then whatever is appended."""
+        """Outbox → socket: the backlog after `cursor`, then whatever is appended.
+
+        Reads with XRANGE after the cursor whenever this process's subscriber says
+        the customer's stream grew (see connectors.app.outbox.Wakeups), and at
+        least every wait interval: no Redis connection is held while idle."""
         customer = claims.subject
         presence_every = self.outbox.config.presence_ttl_seconds / 3
-        block_seconds = min(self.keepalive_seconds, presence_every)
+        wait_seconds = min(self.keepalive_seconds, presence_every)
         last_sent = last_presence = time.monotonic()
+        wakeups = self.outbox.wakeups()
+        woken = wakeups.register(customer)
         try:
-            while True:
-                backlog = await self.outbox.after(customer, cursor, count=100)
-                if not backlog:
-                    break
-                for message_id, message in backlog:
-                    await _send(ws, {"type": "message", "id": message_id, "message": message})
-                    cursor = message_id
-                last_sent = time.monotonic()
             while True:
                 if time.time() > claims.expires_at + self.verifier_leeway:
                     await _refuse(ws, WS_UNAUTHORIZED, "unauthorized", "token expired")
                     return
-                found = await self.outbox.wait_after(customer, cursor, int(block_seconds * 1000))
+                if not woken.is_set():
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(woken.wait(), wait_seconds)
+                # Cleared before reading: a notification during the read sets it again.
+                woken.clear()
+                found = await self.outbox.after(customer, cursor, count=PUMP_BATCH)
                 for message_id, message in found:
                     await _send(ws, {"type": "message", "id": message_id, "message": message})
                     cursor = message_id
+                if len(found) == PUMP_BATCH:
+                    woken.set()  # more waiting: read on without sleeping
                 now = time.monotonic()
                 if found:
                     last_sent = now
@@ -499,6 +506,8 @@ class AppInput(InputChannel):
             # with its last id and loses nothing.
             logger.warning("app socket of %s stopped", customer, exc_info=True)
             await _refuse(ws, WS_SERVER_ERROR, "unavailable", "please reconnect")
+        finally:
+            wakeups.unregister(customer, woken)
 
     @property
     def verifier_leeway(self) -> float:

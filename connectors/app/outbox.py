@@ -2,9 +2,26 @@
 
 One Redis Stream per customer (`app:outbox:<customer id>`): XADD appends (the
 stream id is the message id clients track), XRANGE serves a reconnecting or
-polling client everything after the last id it saw, XREAD BLOCK feeds open
-WebSockets on any server instance. Length-capped and expiring, so an app that
-never comes back doesn't keep messages forever.
+polling client everything after the last id it saw. Length-capped and
+expiring, so an app that never comes back doesn't keep messages forever.
+
+Open WebSockets learn of new messages through one pub/sub channel per Redis
+database (`app:outbox:new:<db>`): every append PUBLISHes the customer id in the
+same MULTI as its XADD, and each process runs one subscriber (`Wakeups`) that
+wakes only its own sockets of that customer, which then XRANGE after their
+cursor. Why this rather than one XREAD BLOCK over all local streams: the
+socket keeps the plain "XRANGE after my cursor" loop (order, `since` resync and
+reconnects work exactly as for polling clients), nothing re-issues an
+XREAD of thousands of keys whenever a socket comes or goes, and a lost
+notification costs latency, never a message: a socket wakes to XRANGE at least
+every keepalive/presence interval anyway, and everyone is woken whenever the
+subscription (re)starts, so a message appended while it was down is read too.
+Every instance sees every notification; a PUBLISH is a few bytes, and a
+process ignores customers it holds no socket for.
+
+Redis connections: all of the channel's commands go through one bounded pool
+per process (`OutboxConfig.max_connections`, the subscriber's connection
+included), however many sockets are open; no command blocks server-side.
 
 Presence (`app:presence:<customer id>`) is a sorted set of open sockets
 scored by when each stops counting unless refreshed, so a server that dies
@@ -30,7 +47,7 @@ import aiohttp
 from rasa.core.channels.channel import OutputChannel
 from redis import asyncio as aioredis
 
-from connectors.clients import get_redis
+from connectors.clients import PerLoop, redis_url
 from connectors.identity import conversation_id, split_conversation_id
 from connectors.rich import as_text
 
@@ -81,6 +98,32 @@ class OutboxConfig:
     push_webhook_url: str | None = None
     push_webhook_secret: str | None = None
     push_timeout_seconds: float = 3.0
+    # The process's Redis connections for the channel (sockets, polls, sends, pushes).
+    max_connections: int = 16
+    # How long a command waits for a free connection before failing (a RedisError).
+    pool_timeout_seconds: float = 10.0
+
+
+# Bounded clients, one per loop, URL and size (a client is bound to its loop).
+_bounded: PerLoop[aioredis.Redis] = PerLoop()
+
+
+def bounded_redis(url: str, max_connections: int, timeout: float) -> aioredis.Redis:
+    """A client whose pool never holds more than `max_connections` connections;
+    beyond that, commands wait for one (up to `timeout`) instead of opening more."""
+
+    def make() -> aioredis.Redis:
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=max_connections,
+            timeout=timeout,
+            decode_responses=True,
+            health_check_interval=10,
+            socket_connect_timeout=5,
+        )
+        return aioredis.Redis(connection_pool=pool)
+
+    return _bounded.get((url, max_connections, timeout), make)
 
 
 class Outbox:
@@ -89,7 +132,22 @@ class Outbox:
         self.redis_url = redis_url  # None: REDIS_URL, read when first used
 
     def redis(self) -> aioredis.Redis:
-        return get_redis(self.redis_url)
+        return bounded_redis(
+            self.redis_url or redis_url(),
+            self.config.max_connections,
+            self.config.pool_timeout_seconds,
+        )
+
+    def wakeups(self) -> Wakeups:
+        """This process's subscriber of new-message notifications (per loop)."""
+        client = self.redis()
+        return _wakeups.get(id(client), lambda: Wakeups(client, self.notify_channel()))
+
+    def notify_channel(self) -> str:
+        # Pub/sub ignores database numbers: the number goes into the name, so
+        # deployments (or test sessions) on other databases of one server stay apart.
+        db = self.redis().connection_pool.connection_kwargs.get("db", 0)
+        return f"app:outbox:new:{db}"
 
     @staticmethod
     def stream_key(customer: str) -> str:
@@ -112,7 +170,9 @@ class Outbox:
                 approximate=True,
             )
             pipe.expire(key, self.config.ttl_seconds)
-            message_id, _ = await pipe.execute()
+            # After the XADD, in the same transaction: a woken socket finds the message.
+            pipe.publish(self.notify_channel(), customer)
+            message_id, _, _ = await pipe.execute()
         return str(message_id)
 
     # --- reading --------------------------------------------------------------
@@ -125,15 +185,6 @@ class Outbox:
         start = "-" if since in ("0", "0-0") else f"({since}"
         entries = await self.redis().xrange(self.stream_key(customer), start, "+", count=count)
         return [(str(i), _decode(fields)) for i, fields in entries]
-
-    async def wait_after(
-        self, customer: str, since: str, block_ms: int
-    ) -> list[tuple[str, dict[str, Any]]]:
-        """Like `after`, but waits up to `block_ms` for something new (any instance's XADD)."""
-        found = await self.redis().xread(
-            {self.stream_key(customer): since}, count=100, block=block_ms
-        )
-        return [(str(i), _decode(fields)) for _, entries in found or [] for i, fields in entries]
 
     async def last_id(self, customer: str) -> str:
         entries = await self.redis().xrevrange(self.stream_key(customer), count=1)
@@ -234,6 +285,90 @@ class Outbox:
         except Exception:  # the message is stored; skip the notification
             logger.exception("could not read app presence for %s", customer)
             return True
+
+
+class Wakeups:
+    """One pub/sub subscriber per process waking the local sockets of a customer.
+
+    A socket `register`s an Event, clears it before each XRANGE and waits on it
+    after: a notification that arrives in between leaves it set, so nothing
+    slips through. The subscriber runs while at least one socket is registered.
+    """
+
+    RETRY_SECONDS = 1.0
+
+    def __init__(self, client: aioredis.Redis, channel: str) -> None:
+        self.client = client
+        self.channel = channel
+        self.waiters: dict[str, set[asyncio.Event]] = {}
+        self.task: asyncio.Task[None] | None = None
+        self.subscribed = asyncio.Event()  # for tests and the bench: the subscription is live
+
+    def register(self, customer: str) -> asyncio.Event:
+        event = asyncio.Event()
+        event.set()  # read once before waiting
+        self.waiters.setdefault(customer, set()).add(event)
+        if self.task is None or self.task.done():
+            self.task = asyncio.ensure_future(self._run())
+        return event
+
+    def unregister(self, customer: str, event: asyncio.Event) -> None:
+        events = self.waiters.get(customer)
+        if events is not None:
+            events.discard(event)
+            if not events:
+                del self.waiters[customer]
+        if not self.waiters and self.task is not None:
+            # Nobody listens: give the connection back (also lets a test's loop close cleanly).
+            self.task.cancel()
+            self.task = None
+            self.subscribed.clear()
+
+    def _wake(self, customer: str) -> None:
+        for event in self.waiters.get(customer, ()):
+            event.set()
+
+    def _wake_all(self) -> None:
+        for events in self.waiters.values():
+            for event in events:
+                event.set()
+
+    async def _run(self) -> None:
+        while True:
+            pubsub = self.client.pubsub()
+            try:
+                await pubsub.subscribe(self.channel)
+                while True:
+                    # The timeout only bounds each read; health checks ping a quiet connection.
+                    message = await pubsub.get_message(timeout=30.0)
+                    if message is None:
+                        continue
+                    if message["type"] == "message":
+                        self._wake(str(message["data"]))
+                    elif message["type"] == "subscribe":
+                        # Whatever was appended before this point was not announced to us.
+                        self.subscribed.set()
+                        self._wake_all()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                logger.warning("app outbox notifications interrupted: %r; resubscribing", error)
+                self.subscribed.clear()
+                self._wake_all()  # sockets XRANGE meanwhile instead of waiting a full interval
+                await asyncio.sleep(self.RETRY_SECONDS)
+            finally:
+                await asyncio.shield(_close(pubsub))
+
+
+async def _close(pubsub: Any) -> None:
+    try:
+        await pubsub.reset()
+    except Exception:  # the connection is already gone
+        logger.debug("closing the app outbox subscriber failed", exc_info=True)
+
+
+# One subscriber per loop and bounded client.
+_wakeups: PerLoop[Wakeups] = PerLoop()
 
 
 def _decode(fields: dict[str, str]) -> dict[str, Any]:
