@@ -166,3 +166,51 @@ async def test_redis_down_is_a_clear_503_and_nothing_is_processed(
             with pytest.raises(websockets.ConnectionClosed):
                 await ws.recv()
             assert ws.close_code == 1011
+
+
+def redis_connections_of_this_process() -> int:
+    """Connections Redis lists (CLIENT LIST) whose far end is a socket of this process."""
+    import psutil
+
+    ports = {c.laddr.port for c in psutil.Process().connections("tcp") if c.raddr}
+    import redis
+
+    client = redis.Redis.from_url(SYSTEM_REDIS_URL)
+    try:
+        listed = client.client_list()
+    finally:
+        client.close()
+    # The probe's own connection is one of ours: leave it out.
+    return sum(1 for c in listed if int(c["addr"].rsplit(":", 1)[1]) in ports) - 1
+
+
+async def test_many_sockets_share_a_few_redis_connections_and_each_gets_its_push() -> None:
+    sockets_count, pool = 200, 8
+    app = channel(keepalive_seconds=25, presence_ttl_seconds=60, redis_max_connections=pool)
+    customers = [new_customer() for _ in range(sockets_count)]
+    async with serve_channel(app, no_turns) as url:
+        before = await asyncio.to_thread(redis_connections_of_this_process)
+        sockets = [
+            await websockets.connect(ws_url(url), extra_headers=bearer(app_token(c)))
+            for c in customers
+        ]
+        try:
+            for ws in sockets:
+                assert json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] == "ready"
+            await asyncio.wait_for(app.outbox.wakeups().subscribed.wait(), 10)
+            await asyncio.sleep(0.5)  # every pump past its first read, idle
+            idle = await asyncio.to_thread(redis_connections_of_this_process)
+            # One per socket before (a blocking XREAD each); now the pool's, at most.
+            assert idle - before <= pool, (before, idle)
+
+            output = AppOutput(app.outbox)
+            for customer in customers:
+                await output.send_response(f"app:{customer}", {"text": f"hi {customer}"})
+            for customer, ws in zip(customers, sockets, strict=True):
+                frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                assert frame["type"] == "message", frame
+                assert frame["message"] == {"text": f"hi {customer}"}
+            busy = await asyncio.to_thread(redis_connections_of_this_process)
+            assert busy - before <= pool, (before, busy)
+        finally:
+            await asyncio.gather(*(ws.close() for ws in sockets))
