@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import re
 from contextlib import contextmanager
 from typing import Any, Callable, Dict, Iterator, Tuple, TypeVar
@@ -114,12 +115,15 @@ async def in_thread(work: Callable[[], T]) -> T:
     return await asyncio.to_thread(work)
 
 
-# A new number that collided with one taken at the same moment is tried again.
-NUMBER_ATTEMPTS = 3
+# A new number that collided with one taken at the same moment is tried again,
+# after a random pause that grows: with dozens of customers submitting at once
+# (bench/latency.py, 64 at once) three immediate retries all collided again.
+NUMBER_ATTEMPTS = 12
+RETRY_PAUSE_SECONDS = 0.01
 
 
 async def in_thread_retrying(work: Callable[[], T]) -> T:
-    """`in_thread`, once more when an insert lost a race for a new number
+    """`in_thread`, again when an insert lost a race for a new number
     (`next_number`): the whole transaction runs again and takes the next one."""
     for attempt in range(NUMBER_ATTEMPTS):
         try:
@@ -128,6 +132,7 @@ async def in_thread_retrying(work: Callable[[], T]) -> T:
             if attempt == NUMBER_ATTEMPTS - 1:
                 raise
             logger.info("a new number was taken meanwhile; trying again")
+            await asyncio.sleep(random.uniform(0, RETRY_PAUSE_SECONDS * 2 ** min(attempt, 5)))
     raise AssertionError("unreachable")
 
 

@@ -108,3 +108,35 @@ def test_two_contacts_that_wont_do_and_the_form_lets_go(dialogue_agent: Any, sho
     with database.session(shop_url) as session:
         assert session.scalars(select(Ticket).where(Ticket.conversation_id == chat.sender)).all() \
             == []
+
+
+def test_many_customers_leaving_messages_at_once_all_get_their_own_number(
+    shop_url: str,
+) -> None:
+    """Numbers are the day's highest + 1: customers who submit at the same moment
+    collide on it, and each must still get one (40 at once; three immediate
+    retries lost about one in six at 64 at once)."""
+    import asyncio
+
+    from actions.shop import in_thread_retrying, next_number
+
+    conversation = f"test-race-{uuid.uuid4().hex[:8]}"
+
+    def leave() -> str:
+        with database.session(shop_url) as session:
+            ticket = Ticket(id=next_number(session, Ticket, "TK"), conversation_id=conversation,
+                            channel="web", contact="13800000000", message="race",
+                            language="zh")
+            session.add(ticket)
+            session.flush()
+            return str(ticket.id)
+
+    async def main() -> list[str]:
+        return await asyncio.gather(*(in_thread_retrying(leave) for _ in range(40)))
+
+    numbers = asyncio.run(main())
+    assert len(set(numbers)) == 40
+    with database.session(shop_url) as session:
+        stored = session.scalars(
+            select(Ticket.id).where(Ticket.conversation_id == conversation)).all()
+    assert sorted(stored) == sorted(numbers)
