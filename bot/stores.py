@@ -30,8 +30,11 @@ from rasa.shared.core.domain import Domain
 from rasa.shared.core.trackers import DialogueStateTracker
 from rasa.utils.endpoints import EndpointConfig
 from redis import asyncio as aioredis
-from sqlalchemy import event
+from sqlalchemy import create_engine, event
+from sqlalchemy.orm import sessionmaker
+from sqlalchemy.pool import QueuePool
 
+from bot.events.stream import RedisStreamBroker
 from bot.settings import get_settings
 from bot.shop.database import sqlite_pragmas
 
@@ -86,7 +89,17 @@ class URLTrackerStore(SQLTrackerStore):
         super().__init__(domain=domain, host=url, event_broker=event_broker, **kwargs)
         workers = 1 if url.startswith("sqlite") else SERVER_DB_THREADS
         if url.startswith("sqlite"):
+            # Rasa's engine opens and closes a SQLite connection (and its pragmas)
+            # for every read and write: a third of the store thread's time under
+            # load. A small pool keeps them open; the connections are used by one
+            # thread at a time (the store's own, or the desk's writer).
+            engine_url = self.engine.url
+            self.engine.dispose()
+            self.engine = create_engine(engine_url, poolclass=QueuePool, pool_size=2,
+                                        max_overflow=4,
+                                        connect_args={"check_same_thread": False})
             event.listen(self.engine, "connect", _tracker_pragmas)
+            self.sessionmaker = sessionmaker(bind=self.engine)
         self._io = ThreadPoolExecutor(workers, thread_name_prefix="tracker-store")
 
     async def _in_thread(self, work: Callable[..., T], *args: Any) -> T:
@@ -133,9 +146,12 @@ class URLTrackerStore(SQLTrackerStore):
                     data=json.dumps(data),
                 ))
             session.commit()
-        if self.event_broker is not None:
-            for event in new_events:
-                self.event_broker.publish({"sender_id": tracker.sender_id, **event.as_dict()})
+        bodies = [{"sender_id": tracker.sender_id, **event.as_dict()} for event in new_events]
+        if isinstance(self.event_broker, RedisStreamBroker):
+            self.event_broker.publish_many(bodies)  # one round trip for the turn's events
+        elif self.event_broker is not None:
+            for body in bodies:
+                self.event_broker.publish(body)
 
 
 # Rasa polls a conversation's lock once a second while another turn holds it: a
