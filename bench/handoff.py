@@ -711,6 +711,12 @@ def report(meta: dict[str, Any], ours: dict[str, Any], stock: dict[str, Any] | N
         "the load generator (socket.io customers, agents' WebSockets and POSTs, one asyncio "
         "process) shares the machine's cores with the service.",
         "",
+        ("**Runs: ours and the stock reference from the same run** "
+         f"({meta['date'][:16]}, commit {meta['commit']}). **The stock reference is "
+         "weakened**: bench/latency.py's stock baseline, trained 5 epochs instead of the "
+         "default 100 (serving cost depends on the layers, not on training length)."
+         if stock else "**Runs: ours only** (the stock reference was skipped)."),
+        "",
         f"Opening: {ours['opening']['opened']}/{ours['opening']['customers']} handoffs in "
         f"{ours['opening']['seconds']} s ({ours['opening']['handoffs_per_s']}/s, "
         f"{meta['ramp_concurrency']} at a time; ask → agent's `assigned` p50 "
