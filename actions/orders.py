@@ -242,6 +242,17 @@ class ActionCancelOrder(ActionOrderStatus):
         return [SlotSet(CANCEL_PENDING_SLOT, parameters["order_id"] if asked else None)]
 
 
+def _confirms(tracker: Tracker, pending: str) -> bool:
+    """A yes to cancelling `pending`: "yes", or "cancel it" ("是的，取消吧") naming no
+    other order (one naming another order is not a yes to this one)."""
+    intent = tracker.get_intent_of_latest_message()
+    if intent == "affirm":
+        return True
+    named = {str(e.get("value") or "").upper() for e in tracker.latest_message.get("entities", [])
+             if e.get("entity") == "order_id"}
+    return intent == "cancel_order" and named <= {pending.upper()}
+
+
 class ActionCancelConfirmed(AccountLookup):
     """The customer's yes or no to "cancel order X?" (asked the turn before)."""
 
@@ -253,7 +264,7 @@ class ActionCancelConfirmed(AccountLookup):
     ) -> Answer:
         pending = tracker.get_slot(CANCEL_PENDING_SLOT)
         identity = identity_of(tracker)
-        if tracker.get_intent_of_latest_message() != "affirm" or not pending:
+        if not pending or not _confirms(tracker, pending):
             audit(session, identity, "cancel_order_kept", customer, target=pending)
             return "utter_cancel_kept", {"order_id": pending or "-"}
         order = session.get(Order, pending, with_for_update=True)

@@ -190,3 +190,30 @@ def test_cancel_after_dispatch_is_refused_with_the_reason(
     answer = Chat(dialogue_agent, identity=DEMO_EN).say(f"cancel my order {order.id}")
     assert [m["utter_action"] for m in answer] == [expected]
     assert status_of(shop_url, order.id) == status
+
+
+@pytest.mark.parametrize("answer", ["是的，取消吧", "确认取消", "yes, cancel it"])
+def test_cancel_it_is_a_yes_to_cancelling(
+    dialogue_agent: Any, shop_url: str, answer: str
+) -> None:
+    from tests.test_refunds import customer_chat
+
+    chat, made = customer_chat(dialogue_agent, shop_url, "zh")
+    order_id = made["orders"]["pending_payment"]
+    asked = chat.say(f"帮我取消订单 {order_id}")
+    assert [m["utter_action"] for m in asked] == ["utter_confirm_cancel"]
+    done = chat.say(answer)
+    assert [m["utter_action"] for m in done] == ["utter_order_cancelled"]
+    assert status_of(shop_url, order_id) == "cancelled"
+
+
+def test_cancelling_another_order_is_no_yes_to_the_first(
+    dialogue_agent: Any, shop_url: str
+) -> None:
+    from tests.test_refunds import customer_chat
+
+    chat, made = customer_chat(dialogue_agent, shop_url, "en")
+    first, other = made["orders"]["pending_payment"], made["orders"]["paid"]
+    chat.say(f"cancel order {first}")
+    chat.say(f"cancel order {other}")
+    assert status_of(shop_url, first) == "pending_payment"
