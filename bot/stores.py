@@ -102,20 +102,21 @@ class URLTrackerStore(SQLTrackerStore):
             self.sessionmaker = sessionmaker(bind=self.engine)
         self._io = ThreadPoolExecutor(workers, thread_name_prefix="tracker-store")
 
-    async def _in_thread(self, work: Callable[..., T], *args: Any) -> T:
+    async def in_store_thread(self, work: Callable[..., T], *args: Any) -> T:
+        """`work` in the store's own thread(s), where its database work belongs."""
         return await asyncio.get_running_loop().run_in_executor(self._io, work, *args)
 
     async def keys(self) -> Iterable[str]:
-        return await self._in_thread(self._keys)
+        return await self.in_store_thread(self._keys)
 
     async def retrieve(self, sender_id: str) -> DialogueStateTracker | None:
-        return await self._in_thread(self._read, sender_id, False)
+        return await self.in_store_thread(self._read, sender_id, False)
 
     async def retrieve_full_tracker(self, conversation_id: str) -> DialogueStateTracker | None:
-        return await self._in_thread(self._read, conversation_id, True)
+        return await self.in_store_thread(self._read, conversation_id, True)
 
     async def save(self, tracker: DialogueStateTracker) -> None:
-        await self._in_thread(self._write, tracker)
+        await self.in_store_thread(self._write, tracker)
 
     def _keys(self) -> list[str]:
         with self.session_scope() as session:

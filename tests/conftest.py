@@ -241,15 +241,21 @@ def _answers(url: str) -> bool:
         return False
 
 
-def stop_service(service: Service) -> int:
-    if service.process.poll() is None:
-        service.process.send_signal(signal.SIGINT)
+def stop_process(process: subprocess.Popen, timeout: float = 60) -> int:
+    """Ctrl-C to a `bot run` (or a child we started in its own session), then, past
+    `timeout`, SIGKILL to its whole process group."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
         try:
-            service.process.wait(timeout=60)
+            process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(service.process.pid, signal.SIGKILL)
-            service.process.wait()
-    return service.process.returncode
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    return process.returncode
+
+
+def stop_service(service: Service) -> int:
+    return stop_process(service.process)
 
 
 @pytest.fixture(scope="session")

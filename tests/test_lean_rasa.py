@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import signal
 import subprocess
 import sys
 import tarfile
@@ -19,7 +17,7 @@ import pytest
 
 from bot.cli import _RASA_WITH_ENV_TOKEN
 from bot.lean_rasa import lean_possible, model_metadata, needs_tensorflow
-from tests.conftest import ROOT, TOKEN, Service, base_env, free_port
+from tests.conftest import ROOT, TOKEN, Service, base_env, free_port, stop_process
 
 LEAN_NODES = {
     "train_MemoizationPolicy0": {"uses": "rasa.core.policies.memoization.MemoizationPolicy"},
@@ -276,9 +274,4 @@ def test_the_launcher_still_serves_a_tensorflow_model(tmp_path: Path) -> None:
         assert isinstance(replies, list)  # one epoch: what it answers is anyone's guess
         assert loaded_tensorflow(process.pid)
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_process(process, timeout=30)

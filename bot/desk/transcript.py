@@ -12,7 +12,6 @@ interleave), and appends it to the event pipe as Rasa's broker would.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from typing import Any, Dict
@@ -40,7 +39,7 @@ class TranscriptWriter:
 
     async def append(self, conversation_id: str, event: Dict[str, Any]) -> None:
         async with self.locks.lock(conversation_id):
-            await asyncio.to_thread(self._insert, conversation_id, event)
+            await self.store.in_store_thread(self._insert, conversation_id, event)
         await self.redis.xadd(STREAM, entry_fields({**event, "sender_id": conversation_id}),
                               maxlen=DEFAULT_MAX_LENGTH, approximate=True)
 
