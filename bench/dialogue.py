@@ -195,7 +195,11 @@ def main() -> None:
     columns = "; ".join(f"{name}: {figures['model']}" for name, figures in results.items())
     (args.out / "dialogue.md").write_text(
         "# Dialogue: silent and wrong-language turns\n\n"
-        f"{meta['date']}, {meta['machine']}, commit {commit}; command `{meta['command']}`. "
+        + (f"**Runs: ours and stock from the same run** ({meta['date'][:16]}, commit "
+           f"{commit}). **The stock baseline is weakened**: bench/stock_config.yml trained "
+           f"{meta['stock_epochs']} epochs instead of the default 100 (its answers, not its "
+           "cost, depend on it).\n\n" if "stock" in results and args.stock_epochs else "")
+        + f"{meta['date']}, {meta['machine']}, commit {commit}; command `{meta['command']}`. "
         f"Seed {args.seed}, {args.conversations} random conversations (1–12 turns each, "
         "tests/conversations.py), both models in the same run, in process with the same "
         f"action server. Models: {columns}. Stock: bench/stock_config.yml (Rasa's default "
