@@ -30,10 +30,11 @@ CHANNEL = "web"
 # The audience keeps these tokens apart from any other JWT signed with the same key.
 _AUDIENCE = "jade-web-session"
 _ALGORITHM = "HS256"
-_VISITOR_ID = re.compile(r"^[0-9a-f]{32}$")
+# Patterns are used with fullmatch: "$" would let a trailing newline through.
+_VISITOR_ID = re.compile(r"[0-9a-f]{32}")
 # Host-site user ids: letters (any script), digits and the usual id punctuation;
 # nothing that would need escaping in a conversation-id URL (/conversations/<id>/…).
-_USER_ID = re.compile(r"^[\w.@+\-]{1,128}$")
+_USER_ID = re.compile(r"[\w.@+\-]{1,128}")
 DEFAULT_TOKEN_DAYS = 365
 MIN_SECRET_BYTES = 32
 
@@ -110,7 +111,9 @@ class SessionTokens:
             raise IdentityRefused("the session token has expired")
         subject = str(claims["sub"])
         kind, _, rest = subject.partition("-")
-        if (kind == "v" and _VISITOR_ID.match(rest)) or (kind == "u" and _USER_ID.match(rest)):
+        if (kind == "v" and _VISITOR_ID.fullmatch(rest)) or (
+            kind == "u" and _USER_ID.fullmatch(rest)
+        ):
             return subject
         raise IdentityRefused("the session token names no visitor or user")
 
@@ -134,7 +137,7 @@ def verify_host_user(identity_secret: str, user_id: Any, given_hash: Any) -> Ide
         raise IdentityRefused("this service does not verify host-site users (no identity_secret)")
     if isinstance(user_id, int) and not isinstance(user_id, bool):
         user_id = str(user_id)  # host sites often have numeric ids
-    if not isinstance(user_id, str) or not _USER_ID.match(user_id):
+    if not isinstance(user_id, str) or not _USER_ID.fullmatch(user_id):
         raise IdentityRefused("user_id must be 1–128 letters, digits or . @ + - _")
     if not isinstance(given_hash, str) or not given_hash:
         raise IdentityRefused("user_hash is missing")

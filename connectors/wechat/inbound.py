@@ -30,8 +30,9 @@ from wechatpy.utils import WeChatSigner
 MAX_BODY_BYTES = 64 * 1024
 MAX_CLOCK_SKEW_SECONDS = 300
 # What WeChat's OpenIDs look like (28 characters today); it becomes a conversation id.
-_OPENID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_DIGITS = re.compile(r"^[0-9]{1,20}$")
+# Used with fullmatch: "$" would let a trailing newline through.
+_OPENID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_DIGITS = re.compile(r"[0-9]{1,20}")
 
 
 class Refused(Exception):
@@ -87,7 +88,7 @@ def _signed_query(args: Mapping[str, str], token: str, now: float) -> tuple[str,
     timestamp, nonce = args.get("timestamp") or "", args.get("nonce") or ""
     if not timestamp or not nonce:
         raise Refused(403, "missing timestamp or nonce")
-    if not _DIGITS.match(timestamp) or abs(now - int(timestamp)) > MAX_CLOCK_SKEW_SECONDS:
+    if not _DIGITS.fullmatch(timestamp) or abs(now - int(timestamp)) > MAX_CLOCK_SKEW_SECONDS:
         raise Refused(403, f"stale or bad timestamp (more than {MAX_CLOCK_SKEW_SECONDS} s off)")
     return timestamp, nonce
 
@@ -156,10 +157,10 @@ def read_message(
     for name in ("MsgType", "FromUserName", "ToUserName"):
         if not fields.get(name):
             raise Refused(400, f"<{name}> is missing")
-    if not _OPENID.match(fields["FromUserName"]):
+    if not _OPENID.fullmatch(fields["FromUserName"]):
         raise Refused(400, "<FromUserName> is not an OpenID")
     for name in ("MsgId", "CreateTime"):
-        if fields.get(name) and not _DIGITS.match(fields[name]):
+        if fields.get(name) and not _DIGITS.fullmatch(fields[name]):
             raise Refused(400, f"<{name}> is not a number")
     try:
         message = parse_message(data.decode("utf-8"))
