@@ -174,11 +174,13 @@ WAKE_TTL_MS = 60_000
 # JSON strings in a JSON list), so it is also one round trip instead of five.
 # KEYS: the lock, then the prefix of its wake lists (one per ticket number).
 # ARGV: operation, now (the caller's clock, as Rasa's tickets use), the
-# conversation id, then the lifetime (issue) or the ticket number.
+# conversation id, then the lifetime (issue, take) or the ticket number.
+# `take` is `issue` that also answers whether the new ticket is served at once
+# (no other turn of the conversation running: nearly always), saving a `poll`.
 _LOCK_SCRIPT = """
 local raw = redis.call('GET', KEYS[1])
 local op, now = ARGV[1], tonumber(ARGV[2])
-if raw == false and op ~= 'issue' then
+if raw == false and op ~= 'issue' and op ~= 'take' then
   return -1
 end
 local tickets = {}
@@ -189,11 +191,16 @@ if raw then
   end
 end
 local result = 0
-if op == 'issue' then
+local first = 0
+if op == 'issue' or op == 'take' then
   local last = -1
   if #tickets > 0 then last = tickets[#tickets].number end
   result = last + 1
   table.insert(tickets, {number = result, expires = now + tonumber(ARGV[4])})
+  if op == 'take' and tickets[1].number == result then
+    first = 1
+    redis.call('DEL', KEYS[2] .. tostring(result))
+  end
 elseif op == 'poll' then
   local serving = 0
   if #tickets > 0 then serving = tickets[1].number end
@@ -223,6 +230,7 @@ end
 local lock = '{"conversation_id": ' .. cjson.encode(ARGV[3]) .. ', "tickets": ['
 lock = lock .. table.concat(encoded, ', ') .. ']}'
 redis.call('SET', KEYS[1], lock)
+if op == 'take' then return {result, first} end
 return result
 """
 
@@ -298,6 +306,16 @@ class RedisURLLockStore(RedisLockStore):
         except redis.RedisError as error:
             raise LockError(f"Lock store error ({operation}): {error}") from error
 
+    async def _take(self, conversation_id: str, lock_lifetime: float) -> tuple[int, int]:
+        """A new ticket, and 1 if it is served at once."""
+        try:
+            ticket, serving = await self._async_script()(
+                keys=self._keys(conversation_id),
+                args=self._args("take", conversation_id, lock_lifetime))
+        except redis.RedisError as error:
+            raise LockError(f"Lock store error (take): {error}") from error
+        return int(ticket), int(serving)
+
     @asynccontextmanager
     async def lock(
         self,
@@ -306,18 +324,16 @@ class RedisURLLockStore(RedisLockStore):
         wait_time_in_seconds: float = 1,
     ) -> AsyncIterator[TicketLock]:
         """Rasa's ticket lock (same tickets, same order, same errors), without blocking."""
-        ticket = await self._run_async("issue", conversation_id, lock_lifetime)
+        ticket, serving = await self._take(conversation_id, lock_lifetime)
         try:
             wait = min(wait_time_in_seconds, LOCK_POLL_SECONDS)
-            while True:
+            while not serving:
+                await self._woken(f"{self._wake_prefix(conversation_id)}{ticket}", wait)
                 serving = await self._run_async("poll", conversation_id, ticket)
                 if serving < 0:  # the lock expired and is gone
                     raise LockError(
                         f"Could not acquire lock for conversation_id '{conversation_id}'."
                     )
-                if serving:
-                    break
-                await self._woken(f"{self._wake_prefix(conversation_id)}{ticket}", wait)
             yield TicketLock(conversation_id)
         finally:
             await self._run_async("cleanup", conversation_id, ticket)

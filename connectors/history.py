@@ -7,9 +7,10 @@ apps on a new device.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rasa.core.agent import Agent
+if TYPE_CHECKING:  # importing Agent loads TensorFlow: the desk imports this module
+    from rasa.core.agent import Agent
 
 # What of a bot event's `data` a client can render.
 _RICH_KEYS = ("buttons", "quick_replies", "image", "attachment", "custom", "elements")

@@ -15,6 +15,8 @@ from typing import Any, List
 import numpy as np
 
 _BATCH = 256
+# Below this many texts, one BLAS thread (see encode).
+_SMALL = 16
 SENTENCE_DIM = 512
 
 
@@ -25,8 +27,15 @@ def load_encoder(threads: int) -> Any:
     return USE(threads=threads)
 
 
-def encode(texts: List[str], threads: int = 2) -> np.ndarray:
-    """Embed texts (SENTENCE_DIM floats each); empty texts get a zero vector."""
+def encode(texts: List[str], threads: int | None = None) -> np.ndarray:
+    """Embed texts (SENTENCE_DIM floats each); empty texts get a zero vector.
+
+    A message's few sentences run on one BLAS thread: their matrices are too
+    small to split, and OpenBLAS's second thread would spin-wait on the other
+    core, which a busy server needs for other customers. Training batches use two.
+    """
+    if threads is None:
+        threads = 1 if len(texts) < _SMALL else 2
     encoder = load_encoder(threads)
     out = np.zeros((len(texts), SENTENCE_DIM), dtype=np.float32)
     todo = [i for i, text in enumerate(texts) if text.strip()]
