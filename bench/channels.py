@@ -57,6 +57,9 @@ def server_env(wechat_api_base: str, passive_reply_seconds: str = "0") -> dict[s
         "WECHAT_PASSIVE_REPLY_SECONDS": passive_reply_seconds,
         "APP_JWT_ALGORITHM": "HS256",
         "APP_JWT_KEY": APP_JWT_SECRET,
+        # Every simulated visitor comes from 127.0.0.1: no per-address web limits.
+        **{name: "1000000" for name in ("WEB_CONNECTS_PER_MINUTE", "WEB_NEW_VISITORS_PER_HOUR",
+                                        "WEB_MESSAGES_PER_MINUTE")},
     }
 
 
