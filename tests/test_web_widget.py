@@ -138,8 +138,12 @@ def test_customer_asks_in_chinese_clicks_a_quick_reply_and_reloads(
     expect(panel.locator(".jc-bot").last).to_contain_text("七天无理由退货")
     expect(panel.locator(".jc-option")).to_have_count(0)
 
+    before = stored_token(page)
     page.reload()
     expect(page.locator(".jc-root[data-ready=true]")).to_be_attached()
+    # The server renewed the token (sliding expiry); the widget keeps the new one.
+    after = stored_token(page)
+    assert after != before and conversation_of(after) == conversation_of(before)
     # The panel stays open across the reload, and shows the conversation so far.
     expect(panel).to_be_visible()
     expect(panel.locator(".jc-customer")).to_have_text(["运费怎么算", "你好", "怎么退货"])
@@ -249,11 +253,14 @@ def test_forged_stored_token_starts_a_new_conversation_with_a_note(
 
 
 def test_host_site_login_with_good_and_bad_hmac(service: Service, browser: Browser) -> None:
-    good = user_hash(WEB_IDENTITY_SECRET, "shopper-7")
-    for user_hash_given, works in [(good, True), ("0" * 64, False)]:
+    expires = int(time.time()) + 3600
+    good = user_hash(WEB_IDENTITY_SECRET, "shopper-7", expires)
+    expired = user_hash(WEB_IDENTITY_SECRET, "shopper-7", expires - 7200)
+    for user_hash_given, until, works in [(good, expires, True), ("0" * 64, expires, False),
+                                          (expired, expires - 7200, False)]:
         context = browser.new_context(locale="zh-CN")
         context.set_default_timeout(WAIT_MS)
-        settings = {"user": {"id": "shopper-7", "hash": user_hash_given}}
+        settings = {"user": {"id": "shopper-7", "hash": user_hash_given, "expires": until}}
         context.add_init_script(f"window.JadeChat = {json.dumps(settings)};")
         page = context.new_page()
         try:
@@ -696,5 +703,6 @@ def test_stock_rasa_webchat_works_unchanged(host_site: str, page: Page, service:
     page.locator(".rw-new-message").fill("怎么开发票")
     page.locator(".rw-new-message").press("Enter")
     expect(page.locator(".rw-response").last).to_contain_text("发票")
-    assert session_id() == token
+    # Renewed on resume (sliding tokens), for the same conversation.
+    assert session_id() != token and conversation_of(session_id()) == conversation
     assert user_texts(service, conversation)[-1] == "怎么开发票"
