@@ -528,6 +528,12 @@ def cmd_codes(args: argparse.Namespace) -> int:
     return 0
 
 
+def any_origin_note() -> str:
+    """A warning for the summary when any web page may open the widget's socket."""
+    origins = [o.strip() for o in os.environ.get("WEB_ALLOWED_ORIGINS", "").split(",")]
+    return "; ANY origin may open its socket (WEB_ALLOWED_ORIGINS=*)" if "*" in origins else ""
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     settings = get_settings()
     # Everything that can fail fast does, before minutes of training.
@@ -563,7 +569,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 ("Redis", f"{mask_url(redis.url)} ({redis.description})"),
                 ("action server", settings.action_endpoint_url),
                 ("Rasa", f"{rasa_url}{bound}, model {model.name}"),
-                ("web widget", f"{rasa_url}/ (demo shop page{demo_logins})"),
+                ("web widget", f"{rasa_url}/ (demo shop page{demo_logins}){any_origin_note()}"),
                 ("WeChat", wechat_status(rasa_url)),
                 ("app", f"POST {rasa_url}/webhooks/app/messages, WebSocket /webhooks/app/ws"
                  + ("" if os.environ.get("APP_JWT_KEY") else " (off: set APP_JWT_KEY)")),
