@@ -110,3 +110,14 @@ def test_messages_are_processed_in_arrival_order_even_when_some_are_refused() ->
 
     for _ in range(20):
         assert asyncio.run(scenario()) == [0, 1, 4, 5, 7, 8, 9]
+
+
+def test_bot_run_summary_says_when_any_origin_is_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bot.cli import any_origin_note
+
+    for quiet in ("", "https://shop.example", "https://shop.example,https://m.shop.example"):
+        monkeypatch.setenv("WEB_ALLOWED_ORIGINS", quiet)
+        assert any_origin_note() == ""
+    for loud in ("*", " * ", "https://shop.example, *"):
+        monkeypatch.setenv("WEB_ALLOWED_ORIGINS", loud)
+        assert "ANY origin" in any_origin_note()
