@@ -348,13 +348,26 @@ def cmd_train(args: argparse.Namespace) -> int:
 _ACTION_PORT = "action server, BOT_ACTION_PORT"
 
 
+def wechat_mode() -> str:
+    """WeChat's message-encryption mode as the channel will read it (a bad one
+    fails here, before anything starts, rather than in the Rasa server)."""
+    from connectors.wechat.modes import encryption_mode
+
+    try:
+        return encryption_mode(
+            os.environ.get("WECHAT_ENCRYPTION_MODE"), os.environ.get("WECHAT_ENCODING_AES_KEY")
+        )
+    except ValueError as error:
+        raise CliError(str(error)) from None
+
+
 def wechat_status(rasa_url: str) -> str:
+    mode = wechat_mode()
     missing = [n for n in ("WECHAT_TOKEN", "WECHAT_APP_ID", "WECHAT_APP_SECRET")
                if not os.environ.get(n)]
     if missing:
         return f"off (set {', '.join(missing)})"
-    mode = "safe mode" if os.environ.get("WECHAT_ENCODING_AES_KEY") else "plain mode"
-    return f"{rasa_url}/webhooks/wechat/webhook ({mode})"
+    return f"{rasa_url}/webhooks/wechat/webhook ({mode} mode)"
 
 
 @contextmanager
@@ -539,6 +552,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     # Everything that can fail fast does, before minutes of training.
     shop_database = prepare_database(settings)
     hours = business_hours_line(settings)
+    wechat_mode()
     redis = plan_redis(settings)
     with redis.guard, redis_url_file(settings, redis.url):
         check_ports(

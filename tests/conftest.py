@@ -280,6 +280,8 @@ def channel_env(wechat_api: FakeWeChatAPI, app_push: Recorder) -> dict[str, str]
         "WECHAT_APP_ID": WECHAT_APP_ID,
         "WECHAT_APP_SECRET": WECHAT_APP_SECRET,
         "WECHAT_ENCODING_AES_KEY": WECHAT_AES_KEY,
+        # Plain and encrypted messages both (the scaled instances: encrypted only).
+        "WECHAT_ENCRYPTION_MODE": "compatible",
         "WECHAT_API_BASE_URL": wechat_api.base_url,
         "WEB_VISITOR_SECRET": WEB_VISITOR_SECRET,
         "WEB_IDENTITY_SECRET": WEB_IDENTITY_SECRET,
@@ -328,6 +330,8 @@ def scaled(
         # WeChat: the embedded service answers passively, these two always
         # through the customer-service API, so tests cover both paths.
         "WECHAT_PASSIVE_REPLY_SECONDS": "0",
+        # The default with an EncodingAESKey: safe mode, encrypted messages only.
+        "WECHAT_ENCRYPTION_MODE": "",
         # A deployment switches the demo page's logins off; the embedded one has them.
         "DEMO_LOGINS": "0",
     }
