@@ -214,7 +214,9 @@ async def app_conversation(
     session: aiohttp.ClientSession, url: str
 ) -> tuple[Turn, Callable[[], Awaitable[None]]]:
     customer = f"bench-{uuid.uuid4().hex[:10]}"
-    token = jwt.encode({"sub": customer, "exp": int(time.time()) + 3600}, APP_JWT_SECRET, "HS256")
+    now = int(time.time())
+    claims = {"sub": customer, "aud": "customer-service", "iat": now, "exp": now + 3600}
+    token = jwt.encode(claims, APP_JWT_SECRET, "HS256")
     headers = {"Authorization": f"Bearer {token}"}
     socket = await session.ws_connect(
         url.replace("http://", "ws://") + "/webhooks/app/ws", headers=headers
