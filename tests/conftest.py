@@ -64,6 +64,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+# A host site on another origin that embeds the widget (tests/test_web_widget.py
+# serves its pages here): the services list it in WEB_ALLOWED_ORIGINS.
+HOST_SITE_ORIGIN = f"http://127.0.0.1:{free_port()}"
+
+
 def base_env(**extra: str) -> dict[str, str]:
     env = {
         k: v
@@ -285,6 +290,7 @@ def channel_env(wechat_api: FakeWeChatAPI, app_push: Recorder) -> dict[str, str]
         "WECHAT_API_BASE_URL": wechat_api.base_url,
         "WEB_VISITOR_SECRET": WEB_VISITOR_SECRET,
         "WEB_IDENTITY_SECRET": WEB_IDENTITY_SECRET,
+        "WEB_ALLOWED_ORIGINS": HOST_SITE_ORIGIN,
         # Every test's visitors come from 127.0.0.1: no per-address limit in the way
         # (test_web_limits.py tries them on servers of its own).
         **{name: "1000000" for name in ("WEB_CONNECTS_PER_MINUTE", "WEB_NEW_VISITORS_PER_HOUR",
