@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Iterator
+from urllib.parse import urlsplit
 
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
@@ -26,7 +27,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from connectors.web.identity import user_hash
 from connectors.web.pages import DEMO_PAGE
 from tests import chromium
-from tests.conftest import ROOT, WEB_IDENTITY_SECRET, Service
+from tests.conftest import HOST_SITE_ORIGIN, ROOT, WEB_IDENTITY_SECRET, Service
 from tests.web_client import (
     append_bot_events,
     conversation_of,
@@ -79,9 +80,9 @@ class QuietHandler(SimpleHTTPRequestHandler):
 @contextmanager
 def serve_folder(folder: Path) -> Iterator[str]:
     """A host site on its own origin (on loopback: Chromium lets only a local page
-    open the service's local socket)."""
+    open the service's local socket), the one the services allow (HOST_SITE_ORIGIN)."""
     handler = functools.partial(QuietHandler, directory=str(folder))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = ThreadingHTTPServer(("127.0.0.1", urlsplit(HOST_SITE_ORIGIN).port or 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
