@@ -3,7 +3,7 @@ export RASA_TELEMETRY_ENABLED := false
 export TF_CPP_MIN_LOG_LEVEL := 2
 VENV := .venv/bin
 
-.PHONY: install run train test lint bench clean
+.PHONY: install run train test lint audit lock bench clean
 
 install:
 	@scripts/bootstrap.sh
@@ -16,6 +16,14 @@ train: install
 
 lint: install
 	$(VENV)/ruff check .
+
+# pip-audit over requirements/lock.txt (docs/dependency-audit.md).
+audit: install
+	@scripts/audit.sh
+
+# Re-resolve requirements/*.txt after a change to pyproject.toml or requirements/*.in.
+lock:
+	@scripts/lock.sh
 
 test: install lint
 	@scripts/ensure-chromium.sh

@@ -145,7 +145,9 @@ class Socket:
 
 async def open_socket(base: str, semaphore: asyncio.Semaphore) -> Socket:
     customer = f"bench-{uuid.uuid4().hex[:12]}"
-    token = jwt.encode({"sub": customer, "exp": int(time.time() + 3600)}, JWT_KEY, "HS256")
+    now = int(time.time())
+    claims = {"sub": customer, "aud": "customer-service", "iat": now, "exp": now + 3600}
+    token = jwt.encode(claims, JWT_KEY, "HS256")
     url = base.replace("http://", "ws://") + "/webhooks/app/ws"
     async with semaphore:
         ws = await websockets.connect(

@@ -57,6 +57,9 @@ def server_env(wechat_api_base: str, passive_reply_seconds: str = "0") -> dict[s
         "WECHAT_PASSIVE_REPLY_SECONDS": passive_reply_seconds,
         "APP_JWT_ALGORITHM": "HS256",
         "APP_JWT_KEY": APP_JWT_SECRET,
+        # Every simulated visitor comes from 127.0.0.1: no per-address web limits.
+        **{name: "1000000" for name in ("WEB_CONNECTS_PER_MINUTE", "WEB_NEW_VISITORS_PER_HOUR",
+                                        "WEB_MESSAGES_PER_MINUTE")},
     }
 
 
@@ -120,8 +123,10 @@ async def rest_conversation(
 
     async def turn(text: str) -> float:
         began = time.perf_counter()
+        # The REST channel's token (BOT_REST_TOKEN), in a header: it refuses one in the URL.
         async with session.post(
-            f"{url}/webhooks/rest/webhook?token={token}", json={"sender": sender, "message": text}
+            f"{url}/webhooks/rest/webhook", json={"sender": sender, "message": text},
+            headers={"Authorization": f"Bearer {token}"},
         ) as answer:
             answer.raise_for_status()
             counts.append(len(await answer.json()))
@@ -211,7 +216,9 @@ async def app_conversation(
     session: aiohttp.ClientSession, url: str
 ) -> tuple[Turn, Callable[[], Awaitable[None]]]:
     customer = f"bench-{uuid.uuid4().hex[:10]}"
-    token = jwt.encode({"sub": customer, "exp": int(time.time()) + 3600}, APP_JWT_SECRET, "HS256")
+    now = int(time.time())
+    claims = {"sub": customer, "aud": "customer-service", "iat": now, "exp": now + 3600}
+    token = jwt.encode(claims, APP_JWT_SECRET, "HS256")
     headers = {"Authorization": f"Bearer {token}"}
     socket = await session.ws_connect(
         url.replace("http://", "ws://") + "/webhooks/app/ws", headers=headers

@@ -657,6 +657,9 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
         "BOT_DESK_PORT": str(desk_port),
         "BUSINESS_HOURS_FILE": str(ROOT / "tests" / "data" / "hours_always_open.yml"),
         "DESK_FILE": str(desk_file(server.var)),
+        # Every simulated customer comes from 127.0.0.1: no per-address web limits.
+        **{name: "1000000" for name in ("WEB_CONNECTS_PER_MINUTE", "WEB_NEW_VISITORS_PER_HOUR",
+                                        "WEB_MESSAGES_PER_MINUTE")},
     }
     add_agents(f"sqlite:///{server.var / 'shop.db'}", args.agents, args.chats)
     print(f"[ours] starting the service on {model.name} ...", flush=True)

@@ -15,7 +15,6 @@ from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
 
 from bot.privacy import install_log_masking
 from bot.redis_server import EmbeddedRedis, RedisUnavailable, free_port, mask_url, ping_url
@@ -28,6 +27,7 @@ from bot.supervisor import (
     http_get,
     http_ready,
     json_has,
+    make_private,
     port_is_free,
     shown_path,
 )
@@ -41,19 +41,23 @@ from bot.training import (
 from connectors.credentials import credential_variables
 
 REST_WEBHOOK = "/webhooks/rest/webhook"
+REST_READY = "/webhooks/rest/ready"
 # Every Python child masks personal data in what it logs (bot.privacy) from its
 # first line on, before Rasa or rasa_sdk configure logging and create handlers.
 _MASK_LOGS = "from bot.privacy import install_log_masking; install_log_masking(); "
 # Rasa takes its API token only as a command-line argument, which every local
 # user can read with `ps`. This stub hands it over through the environment.
 _TOKEN_PLACEHOLDER = "@BOT_API_TOKEN"
-# Before Rasa is imported, bot.lean_rasa keeps TensorFlow out if the model needs none.
+# Before Rasa is imported, bot.lean_rasa keeps TensorFlow out if the model needs none;
+# then, before Rasa builds its app, bot.rasa_auth makes it check the admin token in
+# constant time and accept it in a header.
 _RASA_WITH_ENV_TOKEN = (
     "import os, sys; "
     + _MASK_LOGS
     + f"sys.argv = ['rasa'] + [os.environ['BOT_API_TOKEN'] if a == {_TOKEN_PLACEHOLDER!r} else a "
     "for a in sys.argv[1:]]; "
     "from bot.lean_rasa import install; install(sys.argv); "
+    "from bot import rasa_auth; rasa_auth.install(); "
     "from rasa.__main__ import main; main()"
 )
 # `python -m rasa_sdk`, masking its logs first.
@@ -96,10 +100,26 @@ def stored_secret(settings: Settings, env_name: str, filename: str) -> tuple[str
 
 
 def api_token(settings: Settings) -> tuple[str, str]:
-    """The Rasa API token (BOT_API_TOKEN, else var/api_token)."""
+    """The admin token of Rasa's HTTP API (BOT_API_TOKEN, else var/api_token)."""
     if settings.api_token:
         return settings.api_token, "BOT_API_TOKEN"
     return stored_secret(settings, "BOT_API_TOKEN", "api_token")
+
+
+def rest_token(settings: Settings, admin_token: str) -> tuple[str, str]:
+    """The REST channel callers' token (BOT_REST_TOKEN, else var/rest_token).
+    Never the admin token: a REST caller must not read transcripts or replace
+    the model."""
+    if settings.rest_token:
+        token, source = settings.rest_token, "BOT_REST_TOKEN"
+    else:
+        token, source = stored_secret(settings, "BOT_REST_TOKEN", "rest_token")
+    if token == admin_token:
+        raise CliError(
+            f"the REST token ({source}) is the admin token of Rasa's HTTP API; give the REST "
+            "channel's callers a token of their own (BOT_REST_TOKEN)"
+        )
+    return token, source
 
 
 def channel_env(settings: Settings, token: str) -> dict[str, str]:
@@ -117,6 +137,7 @@ def channel_env(settings: Settings, token: str) -> dict[str, str]:
             settings, "WEB_IDENTITY_SECRET", "web_identity_secret"
         )
     env["BOT_API_TOKEN"] = token
+    env["BOT_REST_TOKEN"], _ = rest_token(settings, token)
     return env
 
 
@@ -226,16 +247,19 @@ def _optional_files(root: Path, **flags: str) -> list[str]:
     return found
 
 
-def rasa_ready(status_url: str) -> ReadyCheck:
-    """Ready when /status names the loaded model.
+def rasa_ready(status_url: str, token: str | None = None) -> ReadyCheck:
+    """Ready when /status names the loaded model (or, with the HTTP API off,
+    the REST channel's /ready says one is loaded).
 
     Rasa opens its port only after trying to load the model, and keeps
     running without one if that failed: then any answer but 200 is final.
     """
-    has_model = json_has("model_file")
+    has_model = json_has("model_file" if token else "model_loaded")
+    # In a header: a token in a URL ends up in access logs.
+    headers = {"Authorization": f"Bearer {token}"} if token else None
 
     def check() -> bool:
-        answer = http_get(status_url)
+        answer = http_get(status_url, headers)
         if answer is None:
             return False
         status, body = answer
@@ -250,18 +274,24 @@ def rasa_ready(status_url: str) -> ReadyCheck:
 
 def rasa_server_spec(settings: Settings, model: Path, token: str, env: dict[str, str]) -> ChildSpec:
     port = settings.rasa_port
-    status_url = f"http://{_local(settings.host)}:{port}/status"
-    argv = [sys.executable, "-c", _RASA_WITH_ENV_TOKEN, "run", "--enable-api"]
-    argv += ["--auth-token", _TOKEN_PLACEHOLDER, "-i", settings.host, "-p", str(port)]
-    argv += ["--model", str(model)]
+    base_url = f"http://{_local(settings.host)}:{port}"
+    argv = [sys.executable, "-c", _RASA_WITH_ENV_TOKEN, "run"]
+    if settings.admin_api:
+        argv += ["--enable-api", "--auth-token", _TOKEN_PLACEHOLDER]
+        ready = rasa_ready(f"{base_url}/status", token)
+    else:
+        ready = rasa_ready(f"{base_url}{REST_READY}")
+    argv += ["-i", settings.host, "-p", str(port), "--model", str(model)]
     argv += _optional_files(settings.root, endpoints="endpoints.yml", credentials="credentials.yml")
     return ChildSpec(
         name="rasa",
         argv=argv,
-        env={**env, "BOT_API_TOKEN": token},
+        # SANIC_REQUEST_MAX_SIZE: Sanic reads it when Rasa creates the app; bodies
+        # above it are refused (413) before they are read (its default: 100 MB).
+        env={**env, "BOT_API_TOKEN": token,
+             "SANIC_REQUEST_MAX_SIZE": str(settings.max_request_bytes)},
         cwd=settings.root,
-        # Rasa reads the token from the query string only.
-        ready=rasa_ready(f"{status_url}?token={quote(token, safe='')}"),
+        ready=ready,
         ready_timeout=600.0,
         waiting="loading the model, usually 20–70 s",
     )
@@ -348,13 +378,26 @@ def cmd_train(args: argparse.Namespace) -> int:
 _ACTION_PORT = "action server, BOT_ACTION_PORT"
 
 
+def wechat_mode() -> str:
+    """WeChat's message-encryption mode as the channel will read it (a bad one
+    fails here, before anything starts, rather than in the Rasa server)."""
+    from connectors.wechat.modes import encryption_mode
+
+    try:
+        return encryption_mode(
+            os.environ.get("WECHAT_ENCRYPTION_MODE"), os.environ.get("WECHAT_ENCODING_AES_KEY")
+        )
+    except ValueError as error:
+        raise CliError(str(error)) from None
+
+
 def wechat_status(rasa_url: str) -> str:
+    mode = wechat_mode()
     missing = [n for n in ("WECHAT_TOKEN", "WECHAT_APP_ID", "WECHAT_APP_SECRET")
                if not os.environ.get(n)]
     if missing:
         return f"off (set {', '.join(missing)})"
-    mode = "safe mode" if os.environ.get("WECHAT_ENCODING_AES_KEY") else "plain mode"
-    return f"{rasa_url}/webhooks/wechat/webhook ({mode})"
+    return f"{rasa_url}/webhooks/wechat/webhook ({mode} mode)"
 
 
 @contextmanager
@@ -528,11 +571,18 @@ def cmd_codes(args: argparse.Namespace) -> int:
     return 0
 
 
+def any_origin_note() -> str:
+    """A warning for the summary when any web page may open the widget's socket."""
+    origins = [o.strip() for o in os.environ.get("WEB_ALLOWED_ORIGINS", "").split(",")]
+    return "; ANY origin may open its socket (WEB_ALLOWED_ORIGINS=*)" if "*" in origins else ""
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     settings = get_settings()
     # Everything that can fail fast does, before minutes of training.
     shop_database = prepare_database(settings)
     hours = business_hours_line(settings)
+    wechat_mode()
     redis = plan_redis(settings)
     with redis.guard, redis_url_file(settings, redis.url):
         check_ports(
@@ -543,14 +593,17 @@ def cmd_run(args: argparse.Namespace) -> int:
             ]
         )
         token, token_source = api_token(settings)
-        desk_people = desk_line(settings)
+        _, rest_token_source = rest_token(settings, token)
+        desk_people = desk_line(settings) if settings.admin_api else ""
         model = model_for(args, settings)
         env = child_env(settings, redis.url)
         children = [
             *([redis.spec] if redis.spec else []),
             action_server_spec(settings, env),
             rasa_server_spec(settings, model, token, {**env, **channel_env(settings, token)}),
-            desk_spec(settings, token, {**env, **channel_env(settings, token)}),
+            # The desk works through Rasa's HTTP API (transcripts, handing back).
+            *([desk_spec(settings, token, {**env, **channel_env(settings, token)})]
+              if settings.admin_api else []),
         ]
 
         def summary() -> None:
@@ -563,14 +616,17 @@ def cmd_run(args: argparse.Namespace) -> int:
                 ("Redis", f"{mask_url(redis.url)} ({redis.description})"),
                 ("action server", settings.action_endpoint_url),
                 ("Rasa", f"{rasa_url}{bound}, model {model.name}"),
-                ("web widget", f"{rasa_url}/ (demo shop page{demo_logins})"),
+                ("web widget", f"{rasa_url}/ (demo shop page{demo_logins}){any_origin_note()}"),
                 ("WeChat", wechat_status(rasa_url)),
                 ("app", f"POST {rasa_url}/webhooks/app/messages, WebSocket /webhooks/app/ws"
                  + ("" if os.environ.get("APP_JWT_KEY") else " (off: set APP_JWT_KEY)")),
-                ("REST channel", f"POST {rasa_url}{REST_WEBHOOK} (API token required)"),
+                ("REST channel", f"POST {rasa_url}{REST_WEBHOOK} (Authorization: Bearer "
+                 f"<token in {rest_token_source}>)"),
                 ("agent desk", f"http://{_local(settings.host)}:{settings.desk_port}/desk/ "
-                 f"({desk_people})"),
-                ("API token", f"in {token_source}"),
+                 f"({desk_people})" if settings.admin_api else "off (BOT_ADMIN_API=0)"),
+                ("HTTP API", f"{rasa_url}/status, /conversations/... (admin token in "
+                 f"{token_source}); not for the internet: README, Deployment"
+                 if settings.admin_api else "off (BOT_ADMIN_API=0)"),
                 ("tracker store", mask_url(settings.tracker_db_url)),
                 ("shop database", shop_database),
                 ("business hours", f"{hours} ({shown_path(settings.business_hours_file)})"),
@@ -617,11 +673,12 @@ def cmd_push(args: argparse.Namespace) -> int:
     else:
         raise CliError("give the TEXT to send or --json MESSAGE")
     os.environ["REDIS_URL"] = running_redis_url(settings)
-    # The running Rasa server keeps the transcript (connectors.push.Transcript).
-    os.environ.setdefault(
-        "BOT_RASA_URL", f"http://{_local(settings.host)}:{settings.rasa_port}"
-    )
-    os.environ["BOT_API_TOKEN"], _ = api_token(settings)
+    if settings.admin_api:
+        # The running Rasa server keeps the transcript (connectors.push.Transcript).
+        os.environ.setdefault(
+            "BOT_RASA_URL", f"http://{_local(settings.host)}:{settings.rasa_port}"
+        )
+        os.environ["BOT_API_TOKEN"], _ = api_token(settings)
     if not os.environ.get("WEB_VISITOR_SECRET"):
         os.environ["WEB_VISITOR_SECRET"], _ = stored_secret(
             settings, "WEB_VISITOR_SECRET", "web_secret"
@@ -768,6 +825,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Children inherit it; there is no network here and users expect it off.
     os.environ["RASA_TELEMETRY_ENABLED"] = "false"
+    # var/ holds conversations (logs, databases), the Redis AOF with the WeChat
+    # token and the secrets: readable by the service's user only, also what
+    # libraries create there (SQLite, rotated logs) and what an older release left.
+    os.umask(0o077)
+    make_private(get_settings().var_dir)
     # The supervisor's own logging (migrations, libraries) is masked like its children's.
     install_log_masking()
     try:

@@ -4,6 +4,12 @@ Used when REDIS_URL is unset, so `make run` works on a fresh machine with no
 Redis installed. It persists with an append-only file under its data dir
 (no RDB snapshots), binds loopback only, and never takes 6379, where a
 developer's system Redis usually is.
+
+Loopback is open to every local user, and the data holds the WeChat access
+token and socket.io's pub/sub channel: the server asks for a password, new at
+each start, which only its config file (0600, in a 0700 data dir) and the URL
+handed to the service's processes carry; and CONFIG is renamed away, so a
+client can't rewrite the dir, the password or the persistence at run time.
 """
 
 from __future__ import annotations
@@ -11,10 +17,11 @@ from __future__ import annotations
 import fcntl
 import importlib.util
 import os
+import secrets
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -90,11 +97,20 @@ def ping_url(url: str, timeout: float = 3.0) -> None:
         client.close()
 
 
+CONFIG_FILE = "redis.conf"
+
+
+def _new_password() -> str:
+    return secrets.token_urlsafe(32)
+
+
 @dataclass(frozen=True)
 class EmbeddedRedis:
     data_dir: Path
     port: int
     host: str = "127.0.0.1"
+    # Kept out of repr (and so out of tracebacks and logs).
+    password: str = field(default_factory=_new_password, repr=False)
 
     def __post_init__(self) -> None:
         if self.port == SYSTEM_REDIS_PORT:
@@ -106,11 +122,27 @@ class EmbeddedRedis:
 
     @property
     def url(self) -> str:
-        return f"redis://{self.host}:{self.port}/0"
+        return f"redis://:{self.password}@{self.host}:{self.port}/0"
+
+    @property
+    def config_path(self) -> Path:
+        return self.data_dir / CONFIG_FILE
+
+    def do_write_config(self) -> None:
+        """The settings no other user may read (not in argv, which `ps` shows)."""
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.data_dir, 0o700)
+        fd = os.open(self.config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # an older file may have been created wider
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"requirepass {self.password}\n")
+            fh.write('rename-command CONFIG ""\n')
 
     def argv(self) -> list[str]:
         return [
             str(redis_server_binary()),
+            # First: the file with the password; the options after it add to it.
+            str(self.config_path),
             "--bind", self.host,
             "--port", str(self.port),
             "--dir", str(self.data_dir),
@@ -124,7 +156,8 @@ class EmbeddedRedis:
 
     def _client(self) -> redis.Redis:
         return redis.Redis(
-            host=self.host, port=self.port, socket_timeout=2, socket_connect_timeout=1
+            host=self.host, port=self.port, password=self.password,
+            socket_timeout=2, socket_connect_timeout=1,
         )
 
     def ping(self) -> bool:
@@ -159,8 +192,9 @@ class EmbeddedRedis:
 
     @contextmanager
     def lock(self) -> Iterator[None]:
-        """Hold the data dir: two servers on one AOF would corrupt it."""
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        """Hold the data dir (two servers on one AOF would corrupt it) and write
+        this run's config into it: start the server only inside."""
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(self.data_dir / "bot.lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             try:
@@ -170,6 +204,7 @@ class EmbeddedRedis:
                     f"{self.data_dir} is in use by another `bot` process; stop it first, "
                     "or set REDIS_URL to share a Redis server"
                 ) from None
+            self.do_write_config()
             yield
         finally:
             os.close(fd)

@@ -27,6 +27,7 @@ class Settings:
     # its children.
     redis_url: str | None
     tracker_db_url: str
+    # The admin token of Rasa's HTTP API (transcripts, events, the model).
     api_token: str | None
     # The shop's data (bot.shop): customers, orders, refunds, tickets, audit.
     database_url: str = ""
@@ -41,6 +42,14 @@ class Settings:
     business_hours_file: Path = ROOT / "business_hours.yml"
     # The desk's routing, limits and canned answers.
     desk_file: Path = ROOT / "desk.yml"
+    # The REST channel's callers (BOT_REST_TOKEN; not the admin token).
+    rest_token: str | None = None
+    # Rasa's HTTP API (BOT_ADMIN_API=0: off, and with it the desk and the
+    # transcript lines of `bot push`; the channels and the widget stay).
+    admin_api: bool = True
+    # The largest request body the Rasa server reads (Sanic's REQUEST_MAX_SIZE);
+    # channels cap their own routes lower.
+    max_request_bytes: int = 1024 * 1024
 
     @property
     def action_endpoint_url(self) -> str:
@@ -97,6 +106,9 @@ def get_settings() -> Settings:
             os.environ.get("BUSINESS_HOURS_FILE") or root / "business_hours.yml"
         ).resolve(),
         desk_file=Path(os.environ.get("DESK_FILE") or root / "desk.yml").resolve(),
+        rest_token=os.environ.get("BOT_REST_TOKEN") or None,
+        admin_api=_flag("BOT_ADMIN_API", True),
+        max_request_bytes=_int("BOT_MAX_REQUEST_BYTES", 1024 * 1024),
     )
 
 

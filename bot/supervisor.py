@@ -12,6 +12,7 @@ Rules it keeps:
   which then stops them in reverse start order, and stopping a child also
   reaches whatever it forked;
 - on Linux each child gets SIGTERM if the supervisor dies, even by SIGKILL;
+- children run with umask 077 and logs are 0600: what they write is private;
 - if a child exits on its own, the others are stopped and the run fails.
 """
 
@@ -79,9 +80,13 @@ if sys.platform.startswith("linux"):
         _libc = None
 
 
-def _die_with_parent() -> None:
-    # Runs in the child between fork and exec: if the supervisor is killed
-    # outright (no chance to clean up), the kernel still sends SIGTERM here.
+def _child_setup() -> None:
+    # Runs in the child between fork and exec. What children create (the
+    # tracker database, the Redis AOF with the WeChat token, their own files)
+    # is readable by the service's user only.
+    os.umask(0o077)
+    # If the supervisor is killed outright (no chance to clean up), the kernel
+    # still sends SIGTERM here.
     if _libc is not None:
         _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
@@ -108,7 +113,7 @@ def spawn(
         stdout=stdout,
         stderr=subprocess.STDOUT if stdout is not None else None,
         start_new_session=not foreground,
-        preexec_fn=_die_with_parent if _libc is not None else None,
+        preexec_fn=_child_setup,
     )
 
 
@@ -189,7 +194,33 @@ def tail(path: Path, lines: int = TAIL_LINES) -> list[str]:
 def rotate(path: Path) -> None:
     """Keep the previous run's log as `<name>.1` for post-mortems."""
     if path.exists():
-        path.replace(path.with_name(path.name + ".1"))
+        older = path.with_name(path.name + ".1")
+        path.replace(older)
+        os.chmod(older, 0o600)  # may be from a release that wrote logs 0644
+
+
+def open_private(path: Path) -> IO[bytes]:
+    """`path` truncated for writing, readable by its owner only (logs hold
+    conversations): 0600 whatever the umask, in a 0700 directory."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    return os.fdopen(fd, "wb")
+
+
+def make_private(directory: Path) -> None:
+    """`directory` (created 0700 if missing) and what we own under it lose every
+    group and other permission: var/ holds logs, databases, the Redis AOF with
+    the WeChat token, and secrets. Files of other owners are left alone."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    uid = os.geteuid()
+    for path in [directory, *directory.rglob("*")]:
+        try:
+            info = path.lstat()
+            if info.st_uid == uid and not path.is_symlink() and info.st_mode & 0o077:
+                os.chmod(path, info.st_mode & 0o7700)
+        except OSError:
+            continue  # gone meanwhile, or not ours to change
 
 
 # --- readiness checks ------------------------------------------------------
@@ -361,9 +392,9 @@ class Child:
 
     def start(self) -> None:
         if self.log_path is not None:
-            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            self.log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             rotate(self.log_path)
-            self._log = self.log_path.open("wb")
+            self._log = open_private(self.log_path)
         try:
             self.proc = spawn(
                 self.spec.argv,

@@ -1,14 +1,20 @@
 """Rasa's REST channel, for trusted callers only.
 
 The stock REST channel lets the caller name any `sender`, i.e. speak as any
-customer. Here it answers only requests that carry the service's API token
-(`?token=` or `Authorization: Bearer`), so it serves tests, benchmarks and
-server-side integrations; customers come through wechat, web or app.
+customer. Here it answers only requests that carry the REST caller's token
+(BOT_REST_TOKEN) in an `Authorization: Bearer` header, so it serves tests,
+benchmarks and server-side integrations; customers come through wechat, web
+or app. That token is not the admin token of Rasa's HTTP API (BOT_API_TOKEN):
+a REST caller can talk as a customer, not read transcripts or replace the model.
+It is never taken from the URL, where proxies and access logs would keep it.
+
+Bodies are capped at `max_body_bytes` (64 KB) before they are read.
 """
 
 from __future__ import annotations
 
 import hmac
+import logging
 from typing import Any, Awaitable, Callable
 
 from rasa.core.channels.channel import UserMessage
@@ -17,10 +23,33 @@ from sanic import Blueprint, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
 
+from connectors.body_limit import cap_bodies
+from connectors.refusals import log_refusal
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_BODY_BYTES = 64 * 1024
+
+
+def bearer_token(request: Request) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header, if there is one."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+def check_token(given: str | None, expected: str | None) -> bool:
+    """Constant-time: how much of a guess matches must not show in the timing."""
+    if not given or not expected:
+        return False
+    return hmac.compare_digest(given.encode(), expected.encode())
+
 
 class TokenRestInput(RestInput):
-    def __init__(self, token: str | None) -> None:
+    def __init__(self, token: str | None, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
         self.token = token or None
+        self.max_body_bytes = max_body_bytes
 
     @classmethod
     def name(cls) -> str:
@@ -28,26 +57,49 @@ class TokenRestInput(RestInput):
 
     @classmethod
     def from_credentials(cls, credentials: dict[str, Any] | None) -> TokenRestInput:
-        return cls((credentials or {}).get("token"))
+        credentials = credentials or {}
+        raw = credentials.get("max_body_bytes") or DEFAULT_MAX_BODY_BYTES
+        try:
+            max_body_bytes = int(raw)
+        except (TypeError, ValueError):
+            raise ValueError(f"rest: max_body_bytes must be a whole number, got {raw!r}") from None
+        return cls(credentials.get("token"), max_body_bytes)
 
-    def _authorized(self, request: Request) -> bool:
+    def _refusal(self, request: Request) -> str | None:
+        """Why this request may not use the channel; None when it may."""
         if not self.token:
-            return False
-        given = request.args.get("token") or ""
-        header = request.headers.get("Authorization", "")
-        if header.startswith("Bearer "):
-            given = header[len("Bearer ") :]
-        return hmac.compare_digest(given.encode(), self.token.encode())
+            return "the REST channel is off (no BOT_REST_TOKEN)"
+        given = bearer_token(request)
+        if given is None:
+            if "token" in request.args:
+                return "send the REST token in an Authorization: Bearer header, not the URL"
+            return "the REST channel needs its token (Authorization: Bearer)"
+        if not check_token(given, self.token):
+            return "wrong REST token"
+        return None
 
     def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:
         blueprint = super().blueprint(on_new_message)
+        cap_bodies(blueprint, self.max_body_bytes)
+
+        @blueprint.route("/ready", methods=["GET"])
+        async def ready(request: Request) -> HTTPResponse:
+            # For `bot run`'s readiness check when Rasa's HTTP API is off
+            # (BOT_ADMIN_API=0): says only whether a model is loaded.
+            agent = getattr(request.app.ctx, "agent", None)
+            loaded = bool(agent is not None and agent.is_ready())
+            return response.json({"model_loaded": loaded}, status=200 if loaded else 503)
 
         @blueprint.middleware("request")
         async def require_token(request: Request) -> HTTPResponse | None:
-            if request.method == "POST" and not self._authorized(request):
-                return response.json(
-                    {"error": "the REST channel needs the service API token"}, status=401
-                )
-            return None
+            if request.method != "POST":
+                return None
+            reason = self._refusal(request)
+            if reason is None:
+                return None
+            log_refusal(logger, reason, "REST request refused: %s", reason)
+            return response.json(
+                {"error": reason}, status=401, headers={"WWW-Authenticate": "Bearer"}
+            )
 
         return blueprint

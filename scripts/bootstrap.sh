@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# Creates .venv with Python 3.10 and installs the project into it.
+# Creates .venv with Python 3.10 and installs the project into it, exactly as
+# locked: every package and version in requirements/lock.txt, each file checked
+# against its sha256 there (pip --require-hashes), then the project itself
+# (editable, no dependencies of its own). Regenerate the lock as README.md says.
 # Rasa 3.6 supports Python 3.8-3.10 only, so a newer python3 won't do.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,7 +24,9 @@ find_python() {
     return 1
 }
 
-stamp=.venv/.installed-$(cat pyproject.toml | sha256sum | cut -c1-16)
+# A new stamp (so a new install) whenever the project or either lock changes.
+stamp=.venv/.installed-$(cat pyproject.toml requirements/pip.txt requirements/lock.txt \
+    | sha256sum | cut -c1-16)
 if [ -f "$stamp" ]; then
     exit 0
 fi
@@ -42,8 +47,13 @@ MSG
     "$py" -m venv .venv
 fi
 
-echo "Installing dependencies into .venv (Rasa is large: a few minutes the first time)"
-.venv/bin/python -m pip install --quiet --upgrade "pip>=23,<25" wheel
-.venv/bin/python -m pip install --quiet -e ".[dev]"
+echo "Installing requirements/lock.txt into .venv (Rasa is large: a few minutes the first time)"
+# pip first (its own locked version), then everything else; --require-hashes
+# refuses any file whose hash is not in the lock and any package not pinned there.
+.venv/bin/python -m pip install --quiet --require-hashes --no-deps -r requirements/pip.txt
+.venv/bin/python -m pip install --quiet --require-hashes -r requirements/lock.txt
+# The project: its dependencies are all in the lock, and it builds with the
+# locked setuptools and wheel rather than ones fetched for an isolated build.
+.venv/bin/python -m pip install --quiet --no-deps --no-build-isolation -e .
 rm -f .venv/.installed-*
 touch "$stamp"

@@ -21,6 +21,8 @@ from tests.channel_server import serve_channel  # noqa: F401  (the app tests' se
 from tests.conftest import APP_JWT_SECRET, APP_PUSH_WEBHOOK_SECRET, TOKEN
 from tests.http_recorder import Recorded, Recorder
 
+# The app channel's default audience (connectors.app.auth.DEFAULT_AUDIENCE).
+APP_JWT_AUDIENCE = "customer-service"
 TURN_TIMEOUT = 90.0  # a turn under load on 2 shared cores, with lock-store waits
 
 
@@ -35,9 +37,18 @@ def app_token(
     lifetime: float = 600,
     **claims: Any,
 ) -> str:
-    """What the app's backend hands its logged-in customer."""
-    payload = {"sub": customer, "exp": int(time.time() + lifetime), **claims}
-    return jwt.encode(payload, secret, algorithm=algorithm)
+    """What the app's backend hands its logged-in customer (a claim given as None is left out)."""
+    now = int(time.time())
+    payload = {
+        "sub": customer,
+        "aud": APP_JWT_AUDIENCE,
+        "iat": now if lifetime > 0 else int(now + lifetime - 60),
+        "exp": int(now + lifetime),
+        **claims,
+    }
+    return jwt.encode(
+        {k: v for k, v in payload.items() if v is not None}, secret, algorithm=algorithm
+    )
 
 
 def bearer(token: str) -> dict[str, str]:

@@ -6,6 +6,7 @@ settings, a dead Redis. Mounted where Rasa mounts it: /webhooks/<name>.
 
 from __future__ import annotations
 
+import socket
 import uuid
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Awaitable, Callable
@@ -23,12 +24,14 @@ async def serve_channel(
     Sanic.test_mode = True
     app = Sanic(f"{channel.name()}_test_{uuid.uuid4().hex[:12]}")
     app.blueprint(channel.blueprint(on_new_message), url_prefix=f"/webhooks/{channel.name()}")
-    server = await app.create_server(
-        host="127.0.0.1", port=0, return_asyncio_server=True, access_log=False
-    )
+    # A socket of our own on a free port: Sanic takes port=0 for its default, 8000,
+    # where two such servers (or two test sessions) would collide.
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = await app.create_server(sock=sock, return_asyncio_server=True, access_log=False)
     assert server is not None
     await server.startup()
-    port = server.server.sockets[0].getsockname()[1]
     try:
         yield f"http://127.0.0.1:{port}"
     finally:

@@ -40,7 +40,8 @@ structlog.configure(
     wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING)
 )
 BOT = str(Path(sys.executable).with_name("bot"))
-TOKEN = "test-api-token"
+TOKEN = "test-api-token"  # the admin token of Rasa's HTTP API
+REST_TOKEN = "test-rest-token"  # the REST channel's callers
 POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 # The scaled fixture flushes this database; parallel sessions pick their own.
 SYSTEM_REDIS_URL = f"redis://127.0.0.1:6379/{os.environ.get('TEST_SYSTEM_REDIS_DB', '14')}"
@@ -64,12 +65,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+# A host site on another origin that embeds the widget (tests/test_web_widget.py
+# serves its pages here): the services list it in WEB_ALLOWED_ORIGINS.
+HOST_SITE_ORIGIN = f"http://127.0.0.1:{free_port()}"
+
+
 def base_env(**extra: str) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
         if k not in {"REDIS_URL", "DATABASE_URL", "TRACKER_DATABASE_URL", "BOT_API_TOKEN",
-                     "DEMO_LOGINS"}
+                     "BOT_REST_TOKEN", "BOT_ADMIN_API", "DEMO_LOGINS"}
         and not k.startswith(("WECHAT_", "WEB_", "APP_"))
     }
     env.update(RASA_TELEMETRY_ENABLED="false", TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
@@ -166,17 +172,17 @@ class Service:
     log: Path
     desk_url: str = ""
 
-    def post(self, path: str, body: dict[str, Any], token: str | None = TOKEN) -> Any:
-        url = f"{self.url}{path}" + (f"?token={token}" if token else "")
-        request = urllib.request.Request(
-            url, json.dumps(body).encode(), {"Content-Type": "application/json"}
-        )
+    def post(self, path: str, body: dict[str, Any], token: str | None = "") -> Any:
+        """POST JSON with `token` (default: the REST token for the REST channel,
+        else the admin token) as a bearer token; None: without one."""
+        headers = {"Content-Type": "application/json", **_bearer(path, token)}
+        request = urllib.request.Request(f"{self.url}{path}", json.dumps(body).encode(), headers)
         with urllib.request.urlopen(request, timeout=60) as response:
             return json.loads(response.read())
 
-    def get(self, path: str, token: str | None = TOKEN) -> Any:
-        url = f"{self.url}{path}" + (f"?token={token}" if token else "")
-        with urllib.request.urlopen(url, timeout=60) as response:
+    def get(self, path: str, token: str | None = "") -> Any:
+        request = urllib.request.Request(f"{self.url}{path}", headers=_bearer(path, token))
+        with urllib.request.urlopen(request, timeout=60) as response:
             return json.loads(response.read())
 
     def say(self, sender: str, text: str) -> list[dict[str, Any]]:
@@ -185,6 +191,12 @@ class Service:
 
     def texts(self, sender: str, text: str) -> str:
         return "\n".join(m.get("text", "") for m in self.say(sender, text))
+
+
+def _bearer(path: str, token: str | None) -> dict[str, str]:
+    if token == "":
+        token = REST_TOKEN if path.startswith("/webhooks/rest/") else TOKEN
+    return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 def start_service(var_dir: Path, env_extra: dict[str, str], name: str) -> Service:
@@ -200,6 +212,7 @@ def start_service(var_dir: Path, env_extra: dict[str, str], name: str) -> Servic
         BOT_ACTION_PORT=str(free_port()),
         BOT_DESK_PORT=str(desk_port),
         BOT_API_TOKEN=TOKEN,
+        BOT_REST_TOKEN=REST_TOKEN,
         # People answer at any hour unless a test says otherwise (tests/data/).
         BUSINESS_HOURS_FILE=str(hours),
         # Short limits: position updates, time-outs and grace periods within a test.
@@ -280,9 +293,12 @@ def channel_env(wechat_api: FakeWeChatAPI, app_push: Recorder) -> dict[str, str]
         "WECHAT_APP_ID": WECHAT_APP_ID,
         "WECHAT_APP_SECRET": WECHAT_APP_SECRET,
         "WECHAT_ENCODING_AES_KEY": WECHAT_AES_KEY,
+        # Plain and encrypted messages both (the scaled instances: encrypted only).
+        "WECHAT_ENCRYPTION_MODE": "compatible",
         "WECHAT_API_BASE_URL": wechat_api.base_url,
         "WEB_VISITOR_SECRET": WEB_VISITOR_SECRET,
         "WEB_IDENTITY_SECRET": WEB_IDENTITY_SECRET,
+        "WEB_ALLOWED_ORIGINS": HOST_SITE_ORIGIN,
         # Every test's visitors come from 127.0.0.1: no per-address limit in the way
         # (test_web_limits.py tries them on servers of its own).
         **{name: "1000000" for name in ("WEB_CONNECTS_PER_MINUTE", "WEB_NEW_VISITORS_PER_HOUR",
@@ -328,6 +344,8 @@ def scaled(
         # WeChat: the embedded service answers passively, these two always
         # through the customer-service API, so tests cover both paths.
         "WECHAT_PASSIVE_REPLY_SECONDS": "0",
+        # The default with an EncodingAESKey: safe mode, encrypted messages only.
+        "WECHAT_ENCRYPTION_MODE": "",
         # A deployment switches the demo page's logins off; the embedded one has them.
         "DEMO_LOGINS": "0",
     }

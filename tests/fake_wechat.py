@@ -183,10 +183,13 @@ class Answer:
 class WeChatCaller:
     """Requests as WeChat's servers send them to the webhook."""
 
-    def __init__(self, webhook_url: str, token: str, aes_key: str, app_id: str = APP_ID) -> None:
+    def __init__(
+        self, webhook_url: str, token: str, aes_key: str, app_id: str = APP_ID, safe: bool = False
+    ) -> None:
         self.url = webhook_url
         self.token = token
         self.crypto = WeChatCrypto(token, aes_key, app_id)
+        self.safe = safe  # encrypt by default (an account in safe mode)
 
     def query(self, timestamp: int | None = None, nonce: str | None = None) -> dict[str, str]:
         ts = str(int(time.time()) if timestamp is None else timestamp)
@@ -200,12 +203,21 @@ class WeChatCaller:
     def post(
         self,
         xml: str | bytes,
-        safe: bool = False,
+        safe: bool | None = None,
         timestamp: int | None = None,
         query: dict[str, str] | None = None,
         timeout: float = 30.0,
     ) -> Answer:
         """POST a message (encrypted with wechatpy's crypto when `safe`)."""
+        safe = self.safe if safe is None else safe
+        params, body = self.request(xml, safe, timestamp)
+        params.update(query or {})
+        return self.send(params, body, safe, timeout)
+
+    def request(
+        self, xml: str | bytes, safe: bool, timestamp: int | None = None
+    ) -> tuple[dict[str, str], bytes]:
+        """The query and body WeChat's servers would POST for `xml`."""
         params = self.query(timestamp)
         body = xml.encode() if isinstance(xml, str) else xml
         if safe:
@@ -217,7 +229,12 @@ class WeChatCaller:
             body = xmltodict.unparse(
                 {"xml": {"ToUserName": ACCOUNT, "Encrypt": parsed["Encrypt"]}}, full_document=False
             ).encode()
-        params.update(query or {})
+        return params, body
+
+    def send(
+        self, params: dict[str, str], body: bytes, safe: bool = False, timeout: float = 30.0
+    ) -> Answer:
+        """POST `body` with `params` as they are (an attacker's request, say)."""
         status, text = self._send("POST", params, body, timeout)
         return Answer(status, text, self._reply_text(text, safe) if status == 200 else None)
 

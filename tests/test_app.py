@@ -15,6 +15,7 @@ import pytest
 from tests.app_client import (
     AppSocket,
     app_token,
+    bearer,
     expected_signature,
     new_customer,
     poll,
@@ -62,6 +63,33 @@ async def test_chinese_question_answered_over_the_websocket(service: Service) ->
     }
 
 
+async def test_history_is_the_whole_conversation_for_the_tokens_customer(service: Service) -> None:
+    """Where an app goes when the outbox says it no longer keeps what it missed (a "gap")."""
+    import httpx
+
+    customer = new_customer()
+    answer = await say(service.url, customer, "运费怎么算")
+    url = f"{service.url}/webhooks/app/history"
+    async with httpx.AsyncClient(timeout=30) as client:
+        found = await client.get(url, headers=bearer(app_token(customer)))
+        assert found.status_code == 200, found.text
+        body = found.json()
+        assert body["conversation_id"] == f"app:{customer}"
+        assert body["messages"][0] == {
+            "sender": "customer",
+            "text": "运费怎么算",
+            "timestamp": body["messages"][0]["timestamp"],
+        }
+        bot_lines = [m for m in body["messages"] if m["sender"] == "bot"]
+        assert len(bot_lines) == answer["replies"] and "包邮" in bot_lines[-1]["text"]
+        # Only the token's own customer: another's token sees another conversation.
+        other = await client.get(url, headers=bearer(app_token(new_customer())))
+        assert other.status_code == 200 and other.json()["messages"] == []
+        assert (await client.get(url)).status_code == 401
+        limited = await client.get(url, params={"limit": 0}, headers=bearer(app_token(customer)))
+        assert limited.status_code == 400
+
+
 def bad_tokens(customer: str) -> dict[str, str | None]:
     import base64
 
@@ -74,6 +102,11 @@ def bad_tokens(customer: str) -> dict[str, str | None]:
         "alg none": f"{b64({'alg': 'none', 'typ': 'JWT'})}.{b64({'sub': customer, 'exp': 4e9})}.",
         "wrong algorithm": app_token(customer, secret=APP_JWT_SECRET * 2, algorithm="HS512"),
         "no subject": app_token("", lifetime=600),
+        # Made by the app's backend for another of its services: no audience, or another.
+        "no audience": app_token(customer, aud=None),
+        "another audience": app_token(customer, aud="shop-api"),
+        "year-long": app_token(customer, lifetime=365 * 86400),
+        "subject with a newline": app_token(customer + "\n"),
         "malformed": "not.a.jwt",
         "missing": None,
     }
@@ -87,6 +120,10 @@ def bad_tokens(customer: str) -> dict[str, str | None]:
         ("alg none", "'none' is not accepted"),
         ("wrong algorithm", "'HS512' is not accepted"),
         ("no subject", "sub"),
+        ("no audience", "lacks the 'aud' claim"),
+        ("another audience", "audience (aud) is not 'customer-service'"),
+        ("year-long", "exceeds 3600 s"),
+        ("subject with a newline", "subject must be"),
         ("malformed", "malformed token"),
         ("missing", "missing token"),
     ],

@@ -22,6 +22,8 @@ from connectors.app.outbox import BadCursor, check_since
 
 # Long enough for HS512 too (64 bytes), so the wrong-algorithm test is about the algorithm.
 SECRET = "an-hmac-shared-secret-" + "0123456789abcdef" * 3
+NOW = int(time.time())  # when the module was collected: the parameters use it
+YEAR = 365 * 86400
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +38,10 @@ def rsa_keys() -> tuple[Any, str]:
 
 
 def claims(**extra: Any) -> dict[str, Any]:
-    return {"sub": "c-1001", "exp": int(time.time()) + 600, **extra}
+    """A good token's claims; a claim given as None is left out."""
+    now = int(time.time())
+    found = {"sub": "c-1001", "aud": "customer-service", "iat": now, "exp": now + 600, **extra}
+    return {k: v for k, v in found.items() if v is not None}
 
 
 def b64(data: dict[str, Any]) -> str:
@@ -140,18 +145,47 @@ def test_forged_token_is_refused() -> None:
 @pytest.mark.parametrize(
     ("payload", "reason"),
     [
-        ({"sub": "c-1"}, "'exp'"),
-        ({"exp": int(time.time()) + 600}, "'sub'"),
-        ({"sub": "", "exp": int(time.time()) + 600}, "subject"),
-        ({"sub": "has space", "exp": int(time.time()) + 600}, "subject"),
-        ({"sub": "x" * 129, "exp": int(time.time()) + 600}, "subject"),
-        ({"sub": "c-1", "exp": int(time.time()) + 600, "nbf": int(time.time()) + 3600}, "yet"),
+        (claims(exp=None), "'exp'"),
+        (claims(iat=None), "'iat'"),
+        (claims(sub=None), "'sub'"),
+        (claims(aud=None), "'aud'"),
+        (claims(sub=""), "sub"),
+        (claims(sub="has space"), "subject"),
+        (claims(sub="x" * 129), "subject"),
+        # "$" matched before a final newline: "abc\n" would have been another customer.
+        (claims(sub="abc\n"), "subject"),
+        (claims(sub="abc\r\n"), "subject"),
+        (claims(nbf=int(time.time()) + 3600), "yet"),
+        (claims(aud="the-shops-own-api"), "audience"),
+        (claims(aud=["the-shops-own-api", "another"]), "audience"),
+        # A backdated iat can't make a year-long token look short, nor a future one.
+        (claims(exp=NOW + YEAR), "lifetime"),
+        (claims(iat=NOW - 3000, exp=NOW + 601), "lifetime"),
+        (claims(iat=NOW + YEAR, exp=NOW + YEAR + 60), "iat"),
     ],
 )
 def test_tokens_without_what_we_need_are_refused(payload: dict[str, Any], reason: str) -> None:
     verifier = JwtVerifier.from_config("HS256", SECRET)
     with pytest.raises(BadToken, match=reason):
         verifier.verify(jwt.encode(payload, SECRET, algorithm="HS256"))
+
+
+def test_audience_and_lifetime_limits_that_pass() -> None:
+    verifier = JwtVerifier.from_config("HS256", SECRET)
+    now = int(time.time())
+    exactly_an_hour = claims(iat=now, exp=now + 3600)
+    assert verifier.verify(jwt.encode(exactly_an_hour, SECRET, algorithm="HS256"))
+    among_others = claims(aud=["the-shops-own-api", "customer-service"])
+    assert verifier.verify(jwt.encode(among_others, SECRET, algorithm="HS256"))
+    # A configured audience and maximum lifetime replace the defaults.
+    strict = JwtVerifier.from_config("HS256", SECRET, audience="support", max_lifetime=300)
+    with pytest.raises(BadToken, match="audience"):
+        strict.verify(jwt.encode(claims(), SECRET, algorithm="HS256"))
+    with pytest.raises(BadToken, match="exceeds 300 s"):
+        strict.verify(jwt.encode(claims(aud="support"), SECRET, algorithm="HS256"))
+    assert strict.verify(jwt.encode(claims(aud="support", exp=now + 300), SECRET, "HS256"))
+    with pytest.raises(ValueError, match="jwt_max_lifetime_seconds"):
+        AppInput.from_credentials({"jwt_key": SECRET, "jwt_max_lifetime_seconds": 0})
 
 
 @pytest.mark.parametrize("token", ["", "   ", "not-a-jwt", "a.b.c", "Bearer x.y.z"])
@@ -167,6 +201,8 @@ def test_issuer_and_audience_when_configured() -> None:
     for bad in (claims(aud="support"), claims(iss="other", aud="support"), claims(iss="shop-app")):
         with pytest.raises(BadToken):
             verifier.verify(jwt.encode(bad, SECRET, algorithm="HS256"))
+    with pytest.raises(BadToken, match="'iss'"):
+        verifier.verify(jwt.encode(claims(aud="support"), SECRET, algorithm="HS256"))
 
 
 @pytest.mark.parametrize(
@@ -212,6 +248,45 @@ def test_from_credentials() -> None:
         AppInput.from_credentials({"jwt_key": SECRET, "keepalive_seconds": "soon"})
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://push.example.com/push",  # the signature and previews in the clear
+        "http://localhost.example.com/push",
+        "http://127.0.0.1@push.example.com/push",  # userinfo, then the real host
+        "ftp://push.example.com/push",
+        "push.example.com/push",
+        "https:///push",
+    ],
+)
+def test_push_webhook_must_be_https(url: str) -> None:
+    settings = {"jwt_key": SECRET, "push_webhook_url": url, "push_webhook_secret": "s"}
+    with pytest.raises(ValueError, match="push_webhook_url must be"):
+        AppInput.from_credentials(settings)
+
+
+@pytest.mark.parametrize(
+    ("url", "allow_http"),
+    [
+        ("https://push.example.com/push", ""),
+        ("http://127.0.0.1:8080/push", ""),
+        ("http://localhost:8080/push", ""),
+        ("http://[::1]:8080/push", ""),
+        ("http://push-relay:8080/push", "1"),  # an explicit choice (a private network)
+    ],
+)
+def test_push_webhook_urls_allowed(url: str, allow_http: str) -> None:
+    channel = AppInput.from_credentials(
+        {
+            "jwt_key": SECRET,
+            "push_webhook_url": url,
+            "push_webhook_secret": "s",
+            "push_webhook_allow_http": allow_http,
+        }
+    )
+    assert channel.outbox.config.push_webhook_url == url
+
+
 def test_bearer_header_parsing() -> None:
     assert bearer_token("Bearer abc.def.ghi") == "abc.def.ghi"
     assert bearer_token("bearer abc") == "abc"
@@ -223,7 +298,8 @@ def test_bearer_header_parsing() -> None:
 def test_since_cursor() -> None:
     assert check_since(None) == "0"
     assert check_since("1700000000000-3") == "1700000000000-3"
-    for bad in ("-", "+", "$", ">", "(1-0", "1-0-0", "abc", "1" * 30):
+    # "1-0\n": "$" matched before a final newline; "١٢": \d is any script's digits.
+    for bad in ("-", "+", "$", ">", "(1-0", "1-0-0", "abc", "1" * 30, "1-0\n", "12\n", "١٢"):
         with pytest.raises(BadCursor):
             check_since(bad)
 

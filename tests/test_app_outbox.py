@@ -11,6 +11,7 @@ import threading
 import time
 from typing import Any, Iterator
 
+import httpx
 import pytest
 import websockets
 
@@ -214,3 +215,148 @@ async def test_many_sockets_share_a_few_redis_connections_and_each_gets_its_push
             assert busy - before <= pool, (before, busy)
         finally:
             await asyncio.gather(*(ws.close() for ws in sockets))
+
+
+# --- what the outbox no longer keeps --------------------------------------------
+
+
+async def frames(ws: Any, count: int) -> list[dict[str, Any]]:
+    """The next `count` frames but pings, then none for a while."""
+    found: list[dict[str, Any]] = []
+    while len(found) < count:
+        frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        if frame["type"] != "ping":
+            found.append(frame)
+    with pytest.raises(asyncio.TimeoutError):
+        while True:  # only pings may follow
+            extra = json.loads(await asyncio.wait_for(ws.recv(), 0.5))
+            assert extra["type"] == "ping", extra
+    return found
+
+
+async def socket_frames(url: str, customer: str, since: str, count: int) -> list[dict[str, Any]]:
+    """What a socket reconnecting with `since` is sent after "ready": `count` frames."""
+    async with websockets.connect(
+        ws_url(url, since), extra_headers=bearer(app_token(customer))
+    ) as ws:
+        assert json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] == "ready"
+        return await frames(ws, count)
+
+
+async def test_a_since_older_than_what_is_kept_gets_a_gap_notice() -> None:
+    app = channel(outbox_max_length=5, keepalive_seconds=25, presence_ttl_seconds=60)
+    customer = new_customer()
+    output = AppOutput(app.outbox)
+    for i in range(8):
+        await output.send_response(f"app:{customer}", {"text": f"第{i}条"})
+    ids = output.message_ids
+    kept = ids[3:]  # exactly the latest five
+    async with serve_channel(app, no_turns) as url:
+        # Offline while eight came: the first three are gone, and the app is told so.
+        gap, *messages = await socket_frames(url, customer, ids[1], 6)
+        assert gap["type"] == "gap" and gap["since"] == ids[1] and gap["first_kept"] == kept[0]
+        assert "GET /webhooks/app/history" in gap["detail"]
+        assert [f["id"] for f in messages] == kept
+
+        # From the newest dropped one on, nothing is missing: no notice.
+        sent = await socket_frames(url, customer, ids[2], 5)
+        assert [(f["type"], f["id"]) for f in sent] == [("message", i) for i in kept]
+        sent = await socket_frames(url, customer, ids[5], 2)
+        assert [f["id"] for f in sent] == ids[6:]
+        # A new device asking for everything hears that there was more.
+        assert (await socket_frames(url, customer, "0", 6))[0]["type"] == "gap"
+
+        async with httpx.AsyncClient(timeout=10) as client:
+
+            async def poll(since: str) -> dict[str, Any]:
+                answer = await client.get(
+                    f"{url}/webhooks/app/messages",
+                    params={"since": since},
+                    headers=bearer(app_token(customer)),
+                )
+                assert answer.status_code == 200, answer.text
+                return answer.json()
+
+            page = await poll(ids[0])
+            assert page["gap"] is True and page["first_kept"] == kept[0]
+            assert [m["id"] for m in page["messages"]] == kept
+            page = await poll(ids[2])
+            assert page["gap"] is False and len(page["messages"]) == 5
+
+
+async def test_an_expired_outbox_is_a_gap_too_and_is_told_once() -> None:
+    app = channel(outbox_ttl_days=1.5 / 86400, keepalive_seconds=25, presence_ttl_seconds=60)
+    customer = new_customer()
+    output = AppOutput(app.outbox)
+    for text in ("一", "二"):
+        await output.send_response(f"app:{customer}", {"text": text})
+    first, _ = output.message_ids
+    await asyncio.sleep(2)  # the stream expires; its record of what it held stays
+    assert await app.outbox.after(customer, "0") == []
+    async with serve_channel(app, no_turns) as url:
+        async with websockets.connect(
+            ws_url(url, first), extra_headers=bearer(app_token(customer))
+        ) as ws:
+            assert json.loads(await ws.recv())["type"] == "ready"
+            (gap,) = await frames(ws, 1)
+            assert gap["type"] == "gap" and gap["first_kept"] is None
+            # What comes next arrives as usual, without the notice again.
+            await output.send_response(f"app:{customer}", {"text": "三"})
+            (frame,) = await frames(ws, 1)
+            assert frame["type"] == "message" and frame["message"] == {"text": "三"}
+        # Later, the new stream knows the expired one's messages are gone.
+        sent = await socket_frames(url, customer, first, 2)
+        assert [f["type"] for f in sent] == ["gap", "message"]
+
+
+# --- the push webhook's redirects -------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+async def test_a_redirecting_push_webhook_does_not_send_the_signature_on(status: int) -> None:
+    import http.server
+
+    elsewhere = Recorder(lambda request: (200, {"ok": True})).start()
+    calls: list[str] = []
+
+    class Redirect(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            calls.append(self.path)
+            self.send_response(status)
+            self.send_header("Location", f"{elsewhere.url}/collect")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        app = channel(
+            push_webhook_url=f"http://127.0.0.1:{server.server_address[1]}/push",
+            push_webhook_secret=APP_PUSH_WEBHOOK_SECRET,
+        )
+        customer = new_customer()
+        # A process that pushes and exits: the webhook call has ended when this returns.
+        await app.get_output_channel().send_response(f"app:{customer}", {"text": "退款已到账"})
+        assert calls == ["/push"]
+        await asyncio.sleep(0.3)
+        assert elsewhere.requests == []  # neither the signature nor the preview went on
+        assert [m for _, m in await app.outbox.after(customer, "0")] == [{"text": "退款已到账"}]
+    finally:
+        server.shutdown()
+        server.server_close()
+        elsewhere.stop()
+
+
+async def test_a_client_message_id_with_a_trailing_newline_is_refused() -> None:
+    customer = new_customer()
+    async with serve_channel(channel(), no_turns) as url, httpx.AsyncClient(timeout=10) as client:
+        answer = await client.post(
+            f"{url}/webhooks/app/messages",
+            json={"text": "hi", "client_message_id": "m-0001\n"},
+            headers=bearer(app_token(customer)),
+        )
+    assert answer.status_code == 400 and "client_message_id" in answer.json()["detail"]

@@ -299,14 +299,12 @@ async def test_a_verified_member_comes_first_with_profile_and_other_channels(
     """demo-zh (a gold member, logged in on the host site) asks for a person: the
     agent sees the masked profile, why, and the customer's other channels, and may
     open those; an agent serving someone else may not."""
-    from connectors.web.identity import user_hash
-    from tests.conftest import WEB_IDENTITY_SECRET
+    from tests.web_client import host_auth
 
     add_agent(shop_url(service), "other-desk", "旁人", ["billing"])
     outsider = DeskClient(service.desk_url)
     await outsider.login("other-desk")
-    customer = await WebClient(service.url).connect(
-        auth={"user_id": "demo-zh", "user_hash": user_hash(WEB_IDENTITY_SECRET, "demo-zh")})
+    customer = await WebClient(service.url).connect(auth=host_auth("demo-zh"))
     try:
         async with agent_at_desk(service, "vip-desk", "贵宾组", ["general"]) as agent:
             await customer.session()

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from bot.shop import database
 from bot.shop.schema import Handoff
 from connectors.history import transcript_of
-from tests.conftest import WEB_IDENTITY_SECRET, Service
+from tests.conftest import Service
 from tests.desk_client import DeskClient, add_agent
 from tests.shop_customers import fresh_customer
 from tests.web_client import WebClient, texts, tracker
@@ -38,10 +38,9 @@ def member(service: Service, level: str) -> str:
 @contextlib.asynccontextmanager
 async def logged_in(service: Service, user_id: str | None) -> AsyncIterator[WebClient]:
     """The widget of a host-site user (or of an anonymous visitor)."""
-    from connectors.web.identity import user_hash
+    from tests.web_client import host_auth
 
-    auth = {"user_id": user_id, "user_hash": user_hash(WEB_IDENTITY_SECRET, user_id)} \
-        if user_id else None
+    auth = host_auth(user_id) if user_id else None
     customer = await WebClient(service.url).connect(auth=auth)
     try:
         await customer.session()

@@ -65,3 +65,29 @@ def test_bot_push_says_clearly_what_went_wrong(
         timeout=120,
     )
     assert not_running.returncode == 1 and "not running" in not_running.stderr
+
+
+def test_a_plain_http_push_webhook_stops_the_channel_at_start(
+    wechat_api: FakeWeChatAPI, app_push: Recorder, tmp_path
+) -> None:
+    """The signed calls (customer id, message preview) would cross the network in the clear."""
+    from tests.conftest import SYSTEM_REDIS_URL
+
+    env = {
+        **channel_env(wechat_api, app_push),
+        "APP_PUSH_WEBHOOK_URL": "http://push.example.com/push",
+        "REDIS_URL": SYSTEM_REDIS_URL,
+    }
+    pushed_before = len(app_push.matching("/push"))
+    refused = subprocess.run(
+        [BOT, "push", "app:x", "hi"],
+        cwd=ROOT,
+        env=base_env(BOT_VAR_DIR=str(tmp_path / "var"), **env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert refused.returncode == 1, refused.stdout
+    assert "push_webhook_url must be https" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert len(app_push.matching("/push")) == pushed_before

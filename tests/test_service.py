@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from tests.conftest import TOKEN, Service
+from tests.conftest import REST_TOKEN, Service
 
 pytestmark = pytest.mark.slow
 
@@ -180,9 +180,9 @@ def test_scale_out_conversation_continues_on_another_instance(scaled: list[Servi
 
 def test_malformed_json_gets_a_400_and_the_service_carries_on(service: Service) -> None:
     request = urllib.request.Request(
-        f"{service.url}/webhooks/rest/webhook?token={TOKEN}",
+        f"{service.url}/webhooks/rest/webhook",
         b'{"sender": "x", "message": ',
-        {"Content-Type": "application/json"},
+        {"Content-Type": "application/json", "Authorization": f"Bearer {REST_TOKEN}"},
     )
     with pytest.raises(urllib.error.HTTPError) as error:
         urllib.request.urlopen(request, timeout=30)
@@ -190,7 +190,7 @@ def test_malformed_json_gets_a_400_and_the_service_carries_on(service: Service) 
     assert service.say(sender(), "hi")[0]["text"]
 
 
-def test_rest_channel_refuses_callers_without_the_api_token(service: Service) -> None:
+def test_rest_channel_refuses_callers_without_the_rest_token(service: Service) -> None:
     who = sender()
     for token in (None, "wrong-token"):
         with pytest.raises(urllib.error.HTTPError) as refused:

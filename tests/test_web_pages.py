@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 from typing import Any
@@ -55,9 +56,13 @@ def test_demo_login_route_signs_the_demo_customers_and_nobody_else(service: Serv
         assert status == 200
         assert headers["Cache-Control"] == "no-store"  # a credential: no cache keeps it
         signed = json_of(body)
-        assert signed == {"user_id": user_id, "user_hash": user_hash(WEB_IDENTITY_SECRET, user_id)}
+        expires = signed["user_expires"]
+        # 12 to 24 hours, the same for every page load within a 12-hour window.
+        assert 12 * 3600 <= expires - time.time() <= 24 * 3600 and expires % (12 * 3600) == 0
+        assert signed == {"user_id": user_id, "user_expires": expires,
+                          "user_hash": user_hash(WEB_IDENTITY_SECRET, user_id, expires)}
         # What the web channel accepts as that host-site user.
-        verified = verify_host_user(WEB_IDENTITY_SECRET, user_id, signed["user_hash"])
+        verified = verify_host_user(WEB_IDENTITY_SECRET, user_id, signed["user_hash"], expires)
         assert verified.subject == user_id
         assert WEB_IDENTITY_SECRET.encode() not in body
     # Any other id, however close, is not signed.

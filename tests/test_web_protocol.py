@@ -7,6 +7,7 @@ import random
 
 import pytest
 
+from connectors.web.addresses import address_key
 from connectors.web.channel import (
     RequestRefused,
     _InOrder,
@@ -46,7 +47,6 @@ def test_origins() -> None:
         "https://shop.example",
         "https://m.shop.example",
     ]
-    assert origin_checker([]) == "*"
     check = origin_checker(["https://shop.example"])
     assert callable(check)
     env = {"HTTP_HOST": "bot.example:5005"}
@@ -54,6 +54,28 @@ def test_origins() -> None:
     assert check("http://bot.example:5005", env)  # the demo page on the service itself
     assert not check("https://evil.example", env)
     assert check(None, env)
+    # Nothing configured: the service's own origin only (it was any origin).
+    own_only = origin_checker([])
+    assert callable(own_only)
+    assert own_only("http://bot.example:5005", env)
+    for other in ("https://shop.example", "https://evil.example", "http://bot.example:5006",
+                  "http://bot.example:5005.evil.example", "null"):
+        assert not own_only(other, env), other
+    # Any origin only when asked for.
+    assert origin_checker(["*"]) == "*"
+    assert origin_checker(parse_origins("https://shop.example, *")) == "*"
+
+
+def test_address_keys() -> None:
+    assert address_key("203.0.113.7") == "203.0.113.7"
+    assert address_key(" 203.0.113.7 ") == "203.0.113.7"
+    # An IPv6 client has its provider's whole /64: one address for limits.
+    assert address_key("2001:db8:1:2::1") == address_key("[2001:db8:1:2:ffff::9]")
+    assert address_key("2001:db8:1:2::1") == "2001:db8:1:2::/64"
+    assert address_key("2001:db8:1:3::1") != address_key("2001:db8:1:2::1")
+    assert address_key("::ffff:203.0.113.7") == "203.0.113.7"
+    for junk in ("", "unknown", "evil.example", "203.0.113.7:80", "1.2.3.4, 5.6.7.8", "x" * 600):
+        assert address_key(junk) is None, junk
 
 
 def test_pubsub_channel_follows_the_database() -> None:
@@ -88,3 +110,14 @@ def test_messages_are_processed_in_arrival_order_even_when_some_are_refused() ->
 
     for _ in range(20):
         assert asyncio.run(scenario()) == [0, 1, 4, 5, 7, 8, 9]
+
+
+def test_bot_run_summary_says_when_any_origin_is_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bot.cli import any_origin_note
+
+    for quiet in ("", "https://shop.example", "https://shop.example,https://m.shop.example"):
+        monkeypatch.setenv("WEB_ALLOWED_ORIGINS", quiet)
+        assert any_origin_note() == ""
+    for loud in ("*", " * ", "https://shop.example, *"):
+        monkeypatch.setenv("WEB_ALLOWED_ORIGINS", loud)
+        assert "ANY origin" in any_origin_note()

@@ -7,9 +7,11 @@ widget do; what the server did is checked in the Rasa tracker.
 from __future__ import annotations
 
 import asyncio
+import time
 
 import jwt
 import pytest
+import socketio
 
 from connectors.web.identity import user_hash
 from tests.conftest import (
@@ -22,8 +24,10 @@ from tests.conftest import (
 from tests.web_client import (
     WebClient,
     append_bot_events,
+    claims_of,
     conversation_of,
     forge,
+    host_auth,
     texts,
     tracker,
     user_texts,
@@ -98,8 +102,7 @@ async def test_reconnect_and_second_tab_share_the_conversation(service: Service)
     again = await visitor(service, first.token)
     other_tab = await visitor(service, first.token)
     try:
-        assert again.token == first.token
-        assert again.conversation_id == first.conversation_id
+        assert again.conversation_id == other_tab.conversation_id == first.conversation_id
         history = again.history or []
         assert history[0] == {
             "sender": "customer",
@@ -198,8 +201,77 @@ async def test_malformed_payloads_get_an_error_and_the_socket_keeps_working(
         await client.close()
 
 
-def host_auth(user_id: str, secret: str = WEB_IDENTITY_SECRET) -> dict[str, str]:
-    return {"user_id": user_id, "user_hash": user_hash(secret, user_id)}
+async def test_a_resumed_visitor_gets_a_fresh_token_and_the_old_one_still_speaks(
+    service: Service,
+) -> None:
+    """Sliding tokens: each resume issues a new token (30 days from now) for the same
+    conversation; a tab still holding the previous one (stock rasa-webchat sends what
+    its storage holds) is not cut off, but only for its own conversation."""
+    first = await visitor(service)
+    await first.say("运费怎么算")
+    old = first.token or ""
+    back = await visitor(service, old)
+    stranger = await visitor(service)
+    try:
+        assert back.token != old
+        assert back.conversation_id == first.conversation_id
+        fresh, previous = claims_of(back.token or ""), claims_of(old)
+        assert fresh["iat"] >= previous["iat"] and fresh["jti"] != previous["jti"]
+        assert [line["text"] for line in back.history or []][0] == "运费怎么算"
+        # The renewed socket hears a message sent with the older token of its chat …
+        await back.emit("user_uttered", {"message": "怎么开发票", "session_id": old})
+        await back.wait("typing", lambda d: d == {"typing": False})
+        assert user_texts(service, first.conversation_id) == ["运费怎么算", "怎么开发票"]
+        # … and another visitor's socket refuses it.
+        await stranger.emit("user_uttered", {"message": "我要退款", "session_id": old})
+        assert (await stranger.wait("error"))["code"] == "wrong_session"
+        assert user_texts(service, stranger.conversation_id) == []
+    finally:
+        await first.close()
+        await back.close()
+        await stranger.close()
+
+
+async def test_any_origin_is_refused_but_the_services_own(service: Service) -> None:
+    """No WEB_ALLOWED_ORIGINS (the test service's case): a page elsewhere can't open
+    the socket (it could, from any origin, before); the demo page on the service can."""
+    for evil in ("http://evil.example", "null", service.url + ".evil.example"):
+        with pytest.raises(socketio.exceptions.ConnectionError):
+            await WebClient(service.url).connect(headers={"Origin": evil})
+    own = await WebClient(service.url).connect(headers={"Origin": service.url})
+    try:
+        await own.session()
+        assert "包邮" in texts(await own.say("运费怎么算"))
+    finally:
+        await own.close()
+    log = service.log.read_text()
+    assert "web widget" in log and "ANY origin" not in log
+
+
+async def test_an_expired_or_unexpiring_host_signature_is_refused(service: Service) -> None:
+    """A user_hash that leaked (a log, a cached page) stops working at its expiry;
+    one without an expiry (the old form, valid forever) is refused outright."""
+    expired = host_auth("alice-1001", expires=int(time.time()) - 5)
+    moved = {**expired, "user_expires": int(time.time()) + 3600}  # its expiry pushed back
+    unexpiring = {"user_id": "alice-1001", "user_hash": user_hash(WEB_IDENTITY_SECRET,
+                                                                  "alice-1001")}
+    for auth, why in [(expired, "expired"), (moved, "does not match"),
+                      (unexpiring, "user_expires is missing")]:
+        refused = WebClient(service.url)
+        with pytest.raises(socketio.exceptions.ConnectionError):
+            await refused.connect(auth=auth)
+        error = refused.since(0, "connect_error")[0]
+        assert error["data"] == {"code": "identity_refused"}, auth
+        assert why in error["message"]
+
+        client = await WebClient(service.url).connect()
+        try:
+            await client.emit("session_request", {"session_id": None, **auth})
+            error = await client.wait("error")
+            assert error["code"] == "identity_refused" and why in error["message"]
+            assert not client.since(0, "session_confirm")
+        finally:
+            await client.close()
 
 
 async def test_host_site_user_with_a_good_hmac(service: Service) -> None:

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Iterator
+from urllib.parse import urlsplit
 
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
@@ -26,7 +27,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from connectors.web.identity import user_hash
 from connectors.web.pages import DEMO_PAGE
 from tests import chromium
-from tests.conftest import ROOT, WEB_IDENTITY_SECRET, Service
+from tests.conftest import HOST_SITE_ORIGIN, ROOT, WEB_IDENTITY_SECRET, Service
 from tests.web_client import (
     append_bot_events,
     conversation_of,
@@ -79,9 +80,9 @@ class QuietHandler(SimpleHTTPRequestHandler):
 @contextmanager
 def serve_folder(folder: Path) -> Iterator[str]:
     """A host site on its own origin (on loopback: Chromium lets only a local page
-    open the service's local socket)."""
+    open the service's local socket), the one the services allow (HOST_SITE_ORIGIN)."""
     handler = functools.partial(QuietHandler, directory=str(folder))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = ThreadingHTTPServer(("127.0.0.1", urlsplit(HOST_SITE_ORIGIN).port or 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -138,8 +139,12 @@ def test_customer_asks_in_chinese_clicks_a_quick_reply_and_reloads(
     expect(panel.locator(".jc-bot").last).to_contain_text("七天无理由退货")
     expect(panel.locator(".jc-option")).to_have_count(0)
 
+    before = stored_token(page)
     page.reload()
     expect(page.locator(".jc-root[data-ready=true]")).to_be_attached()
+    # The server renewed the token (sliding expiry); the widget keeps the new one.
+    after = stored_token(page)
+    assert after != before and conversation_of(after) == conversation_of(before)
     # The panel stays open across the reload, and shows the conversation so far.
     expect(panel).to_be_visible()
     expect(panel.locator(".jc-customer")).to_have_text(["运费怎么算", "你好", "怎么退货"])
@@ -249,11 +254,14 @@ def test_forged_stored_token_starts_a_new_conversation_with_a_note(
 
 
 def test_host_site_login_with_good_and_bad_hmac(service: Service, browser: Browser) -> None:
-    good = user_hash(WEB_IDENTITY_SECRET, "shopper-7")
-    for user_hash_given, works in [(good, True), ("0" * 64, False)]:
+    expires = int(time.time()) + 3600
+    good = user_hash(WEB_IDENTITY_SECRET, "shopper-7", expires)
+    expired = user_hash(WEB_IDENTITY_SECRET, "shopper-7", expires - 7200)
+    for user_hash_given, until, works in [(good, expires, True), ("0" * 64, expires, False),
+                                          (expired, expires - 7200, False)]:
         context = browser.new_context(locale="zh-CN")
         context.set_default_timeout(WAIT_MS)
-        settings = {"user": {"id": "shopper-7", "hash": user_hash_given}}
+        settings = {"user": {"id": "shopper-7", "hash": user_hash_given, "expires": until}}
         context.add_init_script(f"window.JadeChat = {json.dumps(settings)};")
         page = context.new_page()
         try:
@@ -696,5 +704,6 @@ def test_stock_rasa_webchat_works_unchanged(host_site: str, page: Page, service:
     page.locator(".rw-new-message").fill("怎么开发票")
     page.locator(".rw-new-message").press("Enter")
     expect(page.locator(".rw-response").last).to_contain_text("发票")
-    assert session_id() == token
+    # Renewed on resume (sliding tokens), for the same conversation.
+    assert session_id() != token and conversation_of(session_id()) == conversation
     assert user_texts(service, conversation)[-1] == "怎么开发票"

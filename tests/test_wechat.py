@@ -193,6 +193,23 @@ def test_a_signature_stands_for_one_message_only(
     assert events(service, intruder) == []
 
 
+def test_an_encrypted_requests_signature_cannot_carry_a_plain_body(
+    service: Service, wechat: WeChatCaller, wechat_api: FakeWeChatAPI
+) -> None:
+    # This instance is in compatible mode (plain and encrypted both). The query's
+    # `signature` of an encrypted request covers only timestamp+nonce and shows in
+    # any proxy's access log: it must not let someone post a plain body as anyone.
+    victim, intruder = new_openid(), new_openid()
+    params, body = wechat.request(message_xml(victim, "text", Content="运费怎么算"), safe=True)
+    real = wechat.send(params, body, safe=True)
+    assert real.reply is not None and "包邮" in real.reply
+    kept = {k: params[k] for k in ("signature", "timestamp", "nonce")}
+    attack = wechat.send(kept, message_xml(intruder, "text", Content="我的订单到哪了").encode())
+    assert attack.status == 403 and "signature was already used" in attack.body
+    assert events(service, intruder) == []
+    assert not [m for m in wechat_api.sent_messages() if m.get("touser") == intruder]
+
+
 def post_raw(service: Service, body: bytes, params: dict[str, str]) -> tuple[int, str]:
     parts = urlsplit(service.url)
     connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)

@@ -1,6 +1,7 @@
 """The WeChat channel on two service instances sharing PostgreSQL and the
 machine's Redis, as behind a load balancer. These instances answer through
-the customer-service API (passive_reply_seconds 0), faked on loopback."""
+the customer-service API (passive_reply_seconds 0), faked on loopback, and
+run in safe mode (the default with an EncodingAESKey): encrypted messages only."""
 
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ SEND = "/cgi-bin/message/custom/send"
 
 @pytest.fixture(scope="module")
 def callers(scaled: list[Service]) -> list[WeChatCaller]:
-    return [WeChatCaller(f"{s.url}{WEBHOOK}", WECHAT_TOKEN, WECHAT_AES_KEY) for s in scaled]
+    return [WeChatCaller(f"{s.url}{WEBHOOK}", WECHAT_TOKEN, WECHAT_AES_KEY, safe=True)
+            for s in scaled]
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +72,51 @@ def test_retries_reaching_both_instances_get_one_reply(
     texts = wechat_api.wait_for_texts(openid, 2)
     assert len(texts) == 2 and "包邮" in texts[0] and "不客气" in texts[1]
     assert [e["text"] for e in events(scaled[0], openid)] == ["运费怎么算", "谢谢"]
+
+
+def test_safe_mode_refuses_plain_bodies_even_under_a_real_requests_signature(
+    scaled: list[Service], callers: list[WeChatCaller], wechat_api: FakeWeChatAPI
+) -> None:
+    # An attacker who saw an encrypted request's URL (a proxy's access log) keeps
+    # its signature, timestamp and nonce and posts a plain body as any OpenID.
+    victim, intruder = new_openid(), new_openid()
+    params, body = callers[0].request(text(victim, "运费怎么算"), safe=True)
+    assert callers[0].send(params, body, safe=True).is_success
+    assert "包邮" in wechat_api.wait_for_texts(victim)[0]
+    kept = {k: params[k] for k in ("signature", "timestamp", "nonce")}
+    for caller in callers:
+        for openid in (intruder, victim):
+            attack = caller.send(kept, text(openid, "我的订单到哪了").encode())
+            assert attack.status == 403 and "safe mode" in attack.body, attack
+    fresh = callers[1].query()  # a signature not used yet: plain is refused all the same
+    assert callers[1].send(fresh, text(intruder, "你好").encode()).status == 403
+    assert events(scaled[0], intruder) == []
+    assert [e["text"] for e in events(scaled[0], victim)] == ["运费怎么算"]
+    time.sleep(1.0)  # room for a reply, were anything processed
+    assert wechat_api.texts_to(intruder) == []
+    assert len(wechat_api.texts_to(victim)) == 1
+
+
+def test_a_message_left_in_work_by_a_dead_instance_is_answered_on_retry(
+    scaled: list[Service],
+    callers: list[WeChatCaller],
+    wechat_api: FakeWeChatAPI,
+    shared_redis: redis.Redis,
+) -> None:
+    # An instance claimed the message and died mid-turn: its claim says
+    # "processing" and its lease is no longer renewed. WeChat retries (same MsgId).
+    openid = new_openid()
+    msg_id = time.time_ns() % 10**18
+    shared_redis.set(f"wechat:{APP_ID}:seen:{msg_id}", "processing:dead-instance", ex=3600)
+    shared_redis.set(f"wechat:{APP_ID}:lease:{msg_id}", "dead-instance", px=1)
+    xml = text(openid, "运费怎么算", msg_id=msg_id)
+    assert callers[1].post(xml).is_success
+    [reply] = wechat_api.wait_for_texts(openid, timeout=20)
+    assert "包邮" in reply
+    assert callers[0].post(xml).is_success  # a later retry: not processed again
+    assert [e["text"] for e in events(scaled[0], openid)] == ["运费怎么算"]
+    time.sleep(1.0)
+    assert len(wechat_api.texts_to(openid)) == 1
 
 
 def test_instances_fetch_one_access_token_between_them(

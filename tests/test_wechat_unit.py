@@ -25,7 +25,8 @@ from wechatpy.crypto import WeChatCrypto
 
 from connectors.push import DELIVERY_FAILURES_STREAM, DeliveryFailed, PushError, read_credentials
 from connectors.wechat.api import SharedTokenClient
-from connectors.wechat.channel import Claims, WeChatConfig, WeChatInput, media_details, media_text
+from connectors.wechat.channel import WeChatConfig, WeChatInput, media_details, media_text
+from connectors.wechat.claims import RETRY_WAIT_SECONDS, Claims
 from connectors.wechat.inbound import (
     MAX_BODY_BYTES,
     Refused,
@@ -36,6 +37,7 @@ from connectors.wechat.inbound import (
     verify_url,
 )
 from connectors.wechat.menu import CREDENTIALS_KEY, MenuError, check_menu, load_menu, publish_menu
+from connectors.wechat.modes import check_mode
 from connectors.wechat.output import WeChatOutput, render_turn, split_text
 from tests.channel_server import serve_channel
 from tests.conftest import ROOT, SYSTEM_REDIS_URL
@@ -288,6 +290,8 @@ def test_config_from_credentials() -> None:
     config = WeChatConfig.from_credentials({**block, "token": "t", "app_id": APP_ID,
                                             "app_secret": "s"})
     assert config.passive_reply_seconds == 4.0  # ${WECHAT_PASSIVE_REPLY_SECONDS} unset
+    assert config.claim_lease_seconds == 3.0  # ${WECHAT_CLAIM_LEASE_SECONDS} unset
+    assert config.encryption_mode == "plain"  # ${WECHAT_ENCRYPTION_MODE} unset, no key
     assert config.api_base_url == "https://api.weixin.qq.com/cgi-bin/"
     assert config.menu_intents["HUMAN"] == "/human_handoff"
     assert not config.missing
@@ -305,11 +309,66 @@ def test_config_from_credentials() -> None:
         ({"menu_intents": {"A": ""}}, "menu_intents"),
         ({"token": "t", "app_id": "a", "app_secret": "s", "encoding_aes_key": "short"},
          "43-character"),
+        ({"encryption_mode": "safe"}, "needs the EncodingAESKey"),
+        ({"encryption_mode": "compatible"}, "set WECHAT_ENCODING_AES_KEY"),
+        ({"encryption_mode": "aes", "encoding_aes_key": AES_KEY}, "plain, compatible or safe"),
+        ({"claim_lease_seconds": 30}, "must be 0.5 to 4"),
+        ({"claim_lease_seconds": "long"}, "must be a number"),
     ],
 )
 def test_bad_config_is_a_clear_error(credentials: dict, words: str) -> None:
     with pytest.raises(ValueError, match=words):
         WeChatInput.from_credentials(credentials)
+
+
+@pytest.mark.parametrize(
+    "given, key, mode",
+    [
+        ("", AES_KEY, "safe"),  # a key, no setting: encrypted messages only
+        ("", "", "plain"),
+        (" Compatible ", AES_KEY, "compatible"),
+        ("兼容模式", AES_KEY, "compatible"),
+        ("安全模式", AES_KEY, "safe"),
+        ("plain", AES_KEY, "plain"),
+    ],
+)
+def test_encryption_mode_is_explicit_and_defaults_to_the_key(
+    given: str, key: str, mode: str
+) -> None:
+    credentials = {"encryption_mode": given, "encoding_aes_key": key}
+    assert WeChatConfig.from_credentials(credentials).encryption_mode == mode
+
+
+def test_bot_run_stops_at_once_on_a_mode_that_cannot_work(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("WECHAT_") and k not in ("REDIS_URL", "DATABASE_URL")}
+    result = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "run", "--no-train"],
+        cwd=ROOT,
+        env={**env, "BOT_VAR_DIR": str(tmp_path / "var"), "BOT_MODELS_DIR": str(tmp_path),
+             "RASA_TELEMETRY_ENABLED": "false", "WECHAT_TOKEN": "t", "WECHAT_APP_ID": APP_ID,
+             "WECHAT_APP_SECRET": "s", "WECHAT_ENCRYPTION_MODE": "safe"},
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 1
+    assert "encryption_mode safe needs the EncodingAESKey" in result.stderr
+    assert "WECHAT_ENCODING_AES_KEY" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_each_mode_takes_only_its_bodies() -> None:
+    plain, encrypted = plain_args(), {**plain_args(), "encrypt_type": "aes"}
+    check_mode("compatible", plain)
+    check_mode("compatible", encrypted)
+    check_mode("safe", encrypted)
+    check_mode("plain", plain)
+    for mode, args, words in [
+        ("safe", plain, "safe mode"),
+        ("safe", {**plain, "encrypt_type": "raw"}, "safe mode"),
+        ("plain", encrypted, "plain mode"),
+    ]:
+        with pytest.raises(Refused) as error:
+            check_mode(mode, args)
+        assert error.value.status == 403 and words in error.value.reason
 
 
 def test_an_unconfigured_webhook_answers_503_and_says_so_once(
@@ -380,16 +439,22 @@ def test_claims_first_copy_processes_and_retries_learn_the_outcome() -> None:
         claims = Claims(client, f"unit-{uuid.uuid4().hex[:8]}")
         try:
             # Answered passively in time: a retry gets the same reply.
-            assert await claims.claim("m1")
-            assert not await claims.claim("m1")
-            assert await claims.answer_passively("m1", "运费满99包邮")
-            assert await claims.go_async("m1") == "运费满99包邮"
-            assert not await claims.answer_passively("m1", "again")
-            # A retry while the first copy still works: the reply goes by the API.
-            assert await claims.claim("m2")
-            assert await claims.go_async("m2") is None
-            assert not await claims.answer_passively("m2", "too late")
-            assert await claims.go_async("m2") is None
+            assert await claims.claim("m1", "first")
+            assert not await claims.claim("m1", "retry")
+            assert await claims.answer_passively("m1", "first", "运费满99包邮")
+            assert (await claims.await_outcome("m1", "retry")).reply == "运费满99包邮"
+            assert not await claims.answer_passively("m1", "first", "again")
+            # A retry while the first copy still works (and renews its lease): the
+            # reply goes by the API.
+            assert await claims.claim("m2", "first")
+            renewing = asyncio.ensure_future(
+                claims.keep_lease("m2", "first", asyncio.sleep(RETRY_WAIT_SECONDS + 1))
+            )
+            outcome = await claims.await_outcome("m2", "retry")
+            assert not outcome.take_over and outcome.reply is None
+            assert not await claims.answer_passively("m2", "first", "too late")
+            assert await claims.go_async("m2", "first")  # the first copy delivers
+            renewing.cancel()
             ttl = await client.ttl(claims.prefix + "m2")
             assert 3500 < ttl <= 3600  # the state keeps its expiry
         finally:

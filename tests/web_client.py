@@ -19,7 +19,8 @@ import aiohttp
 import jwt
 import socketio
 
-from tests.conftest import TOKEN, WEB_VISITOR_SECRET, Service
+from connectors.web.identity import user_hash
+from tests.conftest import TOKEN, WEB_IDENTITY_SECRET, WEB_VISITOR_SECRET, Service
 
 if not hasattr(aiohttp, "ClientWSTimeout"):
     # engine.io 4.15's websocket client names aiohttp 3.10's ClientWSTimeout; Rasa pins
@@ -52,10 +53,13 @@ class WebClient:
         self.events.append((event, data))
         self._changed.set()
 
-    async def connect(self, auth: dict[str, Any] | None = None) -> WebClient:
+    async def connect(
+        self, auth: dict[str, Any] | None = None, headers: dict[str, str] | None = None
+    ) -> WebClient:
         await self.sio.connect(
             self.url,
             auth=auth,
+            headers=headers or {},
             transports=["websocket"],
             socketio_path="socket.io",
             wait_timeout=TIMEOUT,
@@ -158,6 +162,23 @@ def append_bot_events(service: Service, conversation_id: str, events: list[dict[
     )
     with urllib.request.urlopen(request, timeout=60) as response:
         assert response.status == 200
+
+
+def host_auth(
+    user_id: str, secret: str = WEB_IDENTITY_SECRET, expires: int | None = None
+) -> dict[str, Any]:
+    """What a host site's backend gives its page for a logged-in user: the id, an
+    expiry (an hour from now unless given) and the HMAC of both."""
+    expires = int(time.time()) + 3600 if expires is None else expires
+    return {
+        "user_id": user_id,
+        "user_expires": expires,
+        "user_hash": user_hash(secret, user_id, expires),
+    }
+
+
+def claims_of(token: str) -> dict[str, Any]:
+    return jwt.decode(token, WEB_VISITOR_SECRET, algorithms=["HS256"], audience="jade-web-session")
 
 
 def forge(token: str, subject: str) -> str:

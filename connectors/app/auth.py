@@ -1,11 +1,16 @@
 """Who an app request comes from: a JWT made by the app's own backend.
 
 The app's backend signs a short-lived token for its logged-in customer
-(`sub` = the customer id, `exp` required) with either a shared secret (HS*)
-or its RSA private key (RS*, we hold only the public key). PyJWT verifies it,
-restricted to the one configured algorithm: a token claiming "none", or HS256
-signed with our RS256 public key as the "secret" (algorithm confusion), is
-refused before any key is used.
+(`sub` = the customer id; `aud`, `iat` and `exp` required) with either a shared
+secret (HS*) or its RSA private key (RS*, we hold only the public key). PyJWT
+verifies it, restricted to the one configured algorithm: a token claiming
+"none", or HS256 signed with our RS256 public key as the "secret" (algorithm
+confusion), is refused before any key is used.
+
+The audience is always checked (default `customer-service`): a token the
+backend made for another of its services, with the same key, is not one for
+us. The issuer is checked when configured. `exp - iat` may not exceed
+`max_lifetime` (default an hour), so a leaked token is not good for a year.
 """
 
 from __future__ import annotations
@@ -23,9 +28,12 @@ from connectors.identity import Identity
 HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
 RSA_ALGORITHMS = ("RS256", "RS384", "RS512")
 DEFAULT_LEEWAY_SECONDS = 30.0
+DEFAULT_AUDIENCE = "customer-service"
+DEFAULT_MAX_LIFETIME_SECONDS = 3600.0
 # Printable, no whitespace: the subject becomes part of Redis keys and the
 # conversation id, and shows up in logs and the agent desk.
-_SUBJECT = re.compile(r"^[^\s\x00-\x1f\x7f]{1,128}$")
+# Used with fullmatch: "$" would let a trailing newline through.
+_SUBJECT = re.compile(r"[^\s\x00-\x1f\x7f]{1,128}")
 
 
 class BadToken(Exception):
@@ -44,8 +52,9 @@ class JwtVerifier:
     algorithm: str
     key: Any  # the HMAC secret (bytes) or an RSA public key
     issuer: str | None = None
-    audience: str | None = None
+    audience: str = DEFAULT_AUDIENCE
     leeway: float = DEFAULT_LEEWAY_SECONDS
+    max_lifetime: float = DEFAULT_MAX_LIFETIME_SECONDS
 
     @classmethod
     def from_config(
@@ -55,6 +64,7 @@ class JwtVerifier:
         issuer: str | None = None,
         audience: str | None = None,
         leeway: float | None = None,
+        max_lifetime: float | None = None,
     ) -> JwtVerifier:
         """Checks the configuration now, so a mistake stops the server at start
         with a clear message instead of refusing every customer later."""
@@ -86,12 +96,16 @@ class JwtVerifier:
         else:
             supported = ", ".join(HMAC_ALGORITHMS + RSA_ALGORITHMS)
             raise ValueError(f"jwt_algorithm {algorithm!r} is not supported ({supported})")
+        max_lifetime = DEFAULT_MAX_LIFETIME_SECONDS if max_lifetime is None else max_lifetime
+        if max_lifetime <= 0:
+            raise ValueError(f"jwt_max_lifetime_seconds must be positive, got {max_lifetime}")
         return cls(
             algorithm,
             loaded,
-            issuer or None,
-            audience or None,
+            (issuer or "").strip() or None,
+            (audience or "").strip() or DEFAULT_AUDIENCE,
             DEFAULT_LEEWAY_SECONDS if leeway is None else float(leeway),
+            float(max_lifetime),
         )
 
     def verify(self, token: str) -> Claims:
@@ -107,7 +121,8 @@ class JwtVerifier:
             raise BadToken(
                 f"token algorithm {header.get('alg')!r} is not accepted; expected {self.algorithm}"
             )
-        options = {"require": ["exp", "sub"], "verify_aud": self.audience is not None}
+        required = ["exp", "iat", "sub", "aud"] + (["iss"] if self.issuer else [])
+        options = {"require": required, "verify_aud": True}
         try:
             claims = jwt.decode(
                 token,
@@ -124,10 +139,18 @@ class JwtVerifier:
             raise BadToken("bad token signature") from None
         except jwt.MissingRequiredClaimError as error:
             raise BadToken(f"token lacks the {error.claim!r} claim") from None
+        except jwt.InvalidAudienceError:
+            raise BadToken(f"token audience (aud) is not {self.audience!r}") from None
         except jwt.InvalidTokenError as error:
             raise BadToken(f"invalid token: {error}") from None
+        # PyJWT has checked both are numbers and that iat is not in the future.
+        lifetime = int(claims["exp"]) - int(claims["iat"])
+        if lifetime > self.max_lifetime:
+            raise BadToken(
+                f"token lifetime (exp - iat) of {lifetime} s exceeds {self.max_lifetime:g} s"
+            )
         subject = claims["sub"]
-        if not isinstance(subject, str) or not _SUBJECT.match(subject):
+        if not isinstance(subject, str) or not _SUBJECT.fullmatch(subject):
             raise BadToken("token subject must be 1–128 printable characters without spaces")
         return Claims(
             subject,

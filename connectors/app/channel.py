@@ -14,17 +14,31 @@ the app never names it.
       being processed · 413 too long · 429 too fast (Retry-After) · 503 channel off
 
     GET /webhooks/app/messages?since=<id>&limit=100      (for clients that poll)
-      200 {"messages": [{"id", "message"}], "last_id", "more"}
+      200 {"messages": [{"id", "message"}], "last_id", "more", "gap", "first_kept"}
+          gap: true when messages after `since` are no longer kept (see "gap" below)
+
+    GET /webhooks/app/history?limit=200       the conversation as the customer saw
+      it (their messages too), from the transcript, whatever the outbox still keeps
+      200 {"conversation_id", "messages": [{"sender": "customer"|"bot"|"agent",
+          "text", "timestamp", buttons…}]}
 
     GET /webhooks/app/ws?since=<id>     WebSocket; token in the Authorization
         header, or in a first frame {"type": "auth", "token": ..., "since": ...}
+        within `auth_timeout_seconds` (5)
       server → {"type": "ready", "customer_id", "conversation_id"}
+               {"type": "gap", "since", "first_kept", "detail"} before the backlog
+                 when messages after `since` were dropped (the outbox keeps the
+                 latest `outbox_max_length` for `outbox_ttl_days`): fetch
+                 GET /webhooks/app/history, or show "earlier messages not shown"
                {"type": "message", "id": "1700000000000-0", "message": {text, buttons…}}
                  first everything after `since` (absent or 0: all kept), in order,
                  then new messages as they are appended by any server instance
                {"type": "ping"} when idle · {"type": "pong"} for the client's ping
-               {"type": "error", "error", "detail"} then close (4401 token,
-                 4400 bad request, 4503 channel off, 1011 server trouble)
+               {"type": "error", "error", "detail"} then close (4401 token or no
+                 token in time, 4400 bad request, 4409 replaced: the customer opened
+                 more than `max_sockets_per_customer` sockets and this was the oldest
+                 (don't reconnect it automatically), 4429 too many sockets without a
+                 token from this address, 4503 channel off, 1011 server trouble)
       client → {"type": "ping"}
 
 Every message for the customer (bot replies, agents' messages, pushes) goes to
@@ -43,6 +57,7 @@ import re
 import time
 import uuid
 from typing import Any, Awaitable, Callable
+from urllib.parse import urlsplit
 
 from rasa.core.channels.channel import InputChannel, UserMessage
 from redis.exceptions import RedisError
@@ -52,6 +67,8 @@ from sanic.response import HTTPResponse
 
 from connectors.app.auth import BadToken, Claims, JwtVerifier, bearer_token
 from connectors.app.outbox import AppOutput, BadCursor, Outbox, OutboxConfig, check_since
+from connectors.app.sockets import SocketLimits, client_address
+from connectors.history import transcript
 from connectors.limits import Limits, RateLimiter
 from connectors.notices import notice
 
@@ -59,14 +76,19 @@ logger = logging.getLogger(__name__)
 
 # A retry with the same key within this time is recognised (apps retry within minutes).
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
-_CLIENT_MESSAGE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
-AUTH_FRAME_TIMEOUT_SECONDS = 10.0
+# Used with fullmatch: "$" would let a trailing newline through.
+_CLIENT_MESSAGE_ID = re.compile(r"[A-Za-z0-9_.-]{1,100}")
 MAX_POLL_LIMIT = 500
+MAX_HISTORY_LIMIT = 1000
+# The push webhook may be plain http only on this machine (or with push_webhook_allow_http).
+_LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
 PUMP_BATCH = 100  # messages per XRANGE of a socket's pump
 
 # WebSocket close codes (4000–4999 are the application's own).
 WS_BAD_REQUEST = 4400
 WS_UNAUTHORIZED = 4401
+WS_REPLACED = 4409
+WS_TOO_MANY = 4429
 WS_CHANNEL_OFF = 4503
 WS_SERVER_ERROR = 1011
 
@@ -95,6 +117,23 @@ def _number(
     return value
 
 
+def _flag(credentials: dict[str, Any], key: str) -> bool:
+    return str(credentials.get(key) or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def check_push_webhook_url(url: str, allow_http: bool = False) -> None:
+    """https, or http to this machine (tests, a local relay) or when explicitly allowed:
+    the calls carry the customer id, a preview of the message and the signature."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"app channel: push_webhook_url must be an https URL, got {url!r}")
+    if parts.scheme == "http" and not allow_http and parts.hostname not in _LOOPBACK_HOSTS:
+        raise ValueError(
+            f"app channel: push_webhook_url must be https, got {url!r} "
+            "(plain http only to localhost, or with APP_PUSH_WEBHOOK_ALLOW_HTTP=1)"
+        )
+
+
 class AppInput(InputChannel):
     def __init__(
         self,
@@ -103,6 +142,9 @@ class AppInput(InputChannel):
         limits: Limits,
         keepalive_seconds: float = 25.0,
         max_body_bytes: int = 64 * 1024,
+        sockets: SocketLimits | None = None,
+        auth_timeout_seconds: float = 5.0,
+        real_ip_header: str | None = None,
     ) -> None:
         self.verifier = verifier  # None: the channel is off
         self.outbox = outbox
@@ -110,6 +152,9 @@ class AppInput(InputChannel):
         self.rate_limiter = RateLimiter(limits, prefix="ratelimit:app")
         self.keepalive_seconds = keepalive_seconds
         self.max_body_bytes = max_body_bytes
+        self.sockets = sockets or SocketLimits()
+        self.auth_timeout_seconds = auth_timeout_seconds
+        self.real_ip_header = real_ip_header
 
     @classmethod
     def name(cls) -> str:
@@ -127,6 +172,7 @@ class AppInput(InputChannel):
                 issuer=credentials.get("jwt_issuer"),
                 audience=credentials.get("jwt_audience"),
                 leeway=_number(credentials, "jwt_leeway_seconds", 30.0, allow_zero=True),
+                max_lifetime=_number(credentials, "jwt_max_lifetime_seconds", 3600.0),
             )
         url = str(credentials.get("push_webhook_url") or "").strip() or None
         secret = str(credentials.get("push_webhook_secret") or "") or None
@@ -134,8 +180,8 @@ class AppInput(InputChannel):
             raise ValueError(
                 "app channel: push_webhook_url needs push_webhook_secret (calls are signed)"
             )
-        if url and not url.startswith(("http://", "https://")):
-            raise ValueError(f"app channel: push_webhook_url must be http(s), got {url!r}")
+        if url:
+            check_push_webhook_url(url, _flag(credentials, "push_webhook_allow_http"))
         outbox = Outbox(
             OutboxConfig(
                 max_length=int(_number(credentials, "outbox_max_length", 1000)),
@@ -153,6 +199,14 @@ class AppInput(InputChannel):
             Limits.from_credentials(credentials),
             keepalive_seconds=_number(credentials, "keepalive_seconds", 25.0),
             max_body_bytes=int(_number(credentials, "max_body_bytes", 64 * 1024)),
+            sockets=SocketLimits(
+                max_per_customer=int(_number(credentials, "max_sockets_per_customer", 5)),
+                max_unauthenticated_per_address=int(
+                    _number(credentials, "max_unauthenticated_sockets_per_address", 20)
+                ),
+            ),
+            auth_timeout_seconds=_number(credentials, "auth_timeout_seconds", 5.0),
+            real_ip_header=str(credentials.get("real_ip_header") or "").strip() or None,
         )
 
     def get_output_channel(self) -> AppOutput | None:
@@ -214,17 +268,46 @@ class AppInput(InputChannel):
             if not 1 <= limit <= MAX_POLL_LIMIT:
                 return _error(400, "bad_request", f"limit must be 1–{MAX_POLL_LIMIT}")
             try:
-                found = await self.outbox.after(claims.subject, since, count=limit + 1)
+                batch = await self.outbox.read(claims.subject, since, count=limit + 1)
             except RedisError:
                 return _unavailable()
-            page = found[:limit]
+            page = batch.messages[:limit]
             return response.json(
                 {
                     "messages": [{"id": i, "message": m} for i, m in page],
-                    "last_id": page[-1][0] if page else since,
-                    "more": len(found) > limit,
+                    # Past what was dropped, so the next poll isn't told again.
+                    "last_id": page[-1][0] if page else (batch.dropped_up_to or since),
+                    "more": len(batch.messages) > limit,
+                    "gap": batch.gap,
+                    "first_kept": batch.first_kept,
                 }
             )
+
+        @blueprint.route("/history", methods=["GET"])
+        async def history(request: Request) -> HTTPResponse:
+            claims = self._authenticate(request)
+            if isinstance(claims, HTTPResponse):
+                return claims
+            try:
+                limit = int(request.args.get("limit") or 200)
+            except ValueError:
+                return _error(400, "bad_request", "limit must be a whole number")
+            if not 1 <= limit <= MAX_HISTORY_LIMIT:
+                return _error(400, "bad_request", f"limit must be 1–{MAX_HISTORY_LIMIT}")
+            agent = getattr(request.app.ctx, "agent", None)
+            if agent is None:
+                answer = _error(503, "unavailable", "the history is not available here")
+                answer.headers["Retry-After"] = "5"
+                return answer
+            conversation = claims.identity.conversation_id
+            try:
+                lines = await transcript(agent, conversation, limit)
+            except Exception:
+                logger.exception("could not read the history of %s", conversation)
+                answer = _error(503, "unavailable", "the history is briefly unavailable")
+                answer.headers["Retry-After"] = "5"
+                return answer
+            return response.json({"conversation_id": conversation, "messages": lines})
 
         @blueprint.websocket("/ws")
         async def socket(request: Request, ws: Any) -> None:
@@ -263,7 +346,7 @@ class AppInput(InputChannel):
         client_message_id = body.get("client_message_id")
         if client_message_id is not None and (
             not isinstance(client_message_id, str)
-            or not _CLIENT_MESSAGE_ID.match(client_message_id)
+            or not _CLIENT_MESSAGE_ID.fullmatch(client_message_id)
         ):
             return _error(
                 400,
@@ -385,13 +468,28 @@ class AppInput(InputChannel):
         token = bearer_token(request.headers.get("Authorization"))
         since = request.args.get("since")
         if token is None:
-            frame = await _first_frame(ws)
+            address = client_address(request, self.real_ip_header or "")
+            # Counted while it has shown no token: a flood of idle sockets is cut short.
+            if not self.sockets.do_start_unauthenticated(address):
+                logger.info("app socket refused: too many without a token from %s", address)
+                await _refuse(
+                    ws,
+                    WS_TOO_MANY,
+                    "too_many",
+                    "too many sockets without a token from your address; authenticate first",
+                )
+                return
+            try:
+                frame = await _first_frame(ws, self.auth_timeout_seconds)
+            finally:
+                self.sockets.do_end_unauthenticated(address)
             if frame is None:
                 await _refuse(
                     ws,
                     WS_UNAUTHORIZED,
                     "unauthorized",
-                    'send Authorization: Bearer <jwt> or a first frame {"type": "auth", ...}',
+                    f"no token within {self.auth_timeout_seconds:g} s: send Authorization: "
+                    'Bearer <jwt> or a first frame {"type": "auth", "token": ...}',
                 )
                 return
             token = frame.get("token") if isinstance(frame.get("token"), str) else ""
@@ -417,6 +515,22 @@ class AppInput(InputChannel):
             logger.exception("app socket of %s: Redis unavailable", customer)
             await _refuse(ws, WS_SERVER_ERROR, "unavailable", "please reconnect later")
             return
+        cap = self.sockets.max_per_customer
+
+        def evict() -> None:
+            logger.info("app socket of %s closed: more than %d open", customer, cap)
+            closing = asyncio.ensure_future(
+                _refuse(
+                    ws,
+                    WS_REPLACED,
+                    "replaced",
+                    f"closed: this customer opened more than {cap} sockets; this was the oldest",
+                )
+            )
+            _turns.add(closing)
+            closing.add_done_callback(_finished_turn)
+
+        self.sockets.do_open(customer, socket_id, evict)
         pump: asyncio.Future[None] | None = None
         try:
             await _send(
@@ -436,6 +550,7 @@ class AppInput(InputChannel):
         except Exception as error:  # the client went away: nothing to tell it
             logger.debug("app socket of %s ended: %r", customer, error)
         finally:
+            self.sockets.do_close(customer, socket_id)
             if pump is not None:
                 pump.cancel()
             # In a task of its own: this handler may itself be being cancelled.
@@ -484,7 +599,11 @@ class AppInput(InputChannel):
                         await asyncio.wait_for(woken.wait(), wait_seconds)
                 # Cleared before reading: a notification during the read sets it again.
                 woken.clear()
-                found = await self.outbox.after(customer, cursor, count=PUMP_BATCH)
+                batch = await self.outbox.read(customer, cursor, count=PUMP_BATCH)
+                if batch.gap:
+                    await _send(ws, _gap_frame(cursor, batch.first_kept, self.outbox))
+                    cursor = batch.dropped_up_to or cursor  # told once
+                found = batch.messages
                 for message_id, message in found:
                     await _send(ws, {"type": "message", "id": message_id, "message": message})
                     cursor = message_id
@@ -532,10 +651,22 @@ async def _send(ws: Any, frame: dict[str, Any]) -> None:
     await ws.send(json.dumps(frame, ensure_ascii=False))
 
 
-async def _first_frame(ws: Any) -> dict[str, Any] | None:
+def _gap_frame(since: str, first_kept: str | None, outbox: Outbox) -> dict[str, Any]:
+    config = outbox.config
+    return {
+        "type": "gap",
+        "since": since,
+        "first_kept": first_kept,
+        "detail": "messages after since are no longer kept (the outbox keeps the latest "
+        f"{config.max_length} for {config.ttl_seconds / 86400:g} days); "
+        "the whole conversation: GET /webhooks/app/history",
+    }
+
+
+async def _first_frame(ws: Any, timeout: float) -> dict[str, Any] | None:
     """The client's {"type": "auth", ...} frame, or None (timeout, not JSON, other type)."""
     try:
-        raw = await ws.recv(timeout=AUTH_FRAME_TIMEOUT_SECONDS)
+        raw = await ws.recv(timeout=timeout)
         frame = json.loads(raw) if raw is not None else None
     except (ValueError, UnicodeDecodeError):
         return None

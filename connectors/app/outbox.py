@@ -5,6 +5,13 @@ stream id is the message id clients track), XRANGE serves a reconnecting or
 polling client everything after the last id it saw. Length-capped and
 expiring, so an app that never comes back doesn't keep messages forever.
 
+Nothing is dropped silently: the append trims exactly (the latest
+`max_length` kept) and records the newest id no longer kept (trimmed, or the
+last of a stream that expired) and the newest id appended, in
+`app:outbox:dropped:<customer id>` (kept 4× as long as the stream). A reader
+whose `since` is older than what is dropped is told (`Batch.gap`): the client
+fetches the conversation's history instead (GET /webhooks/app/history).
+
 Open WebSockets learn of new messages through one pub/sub channel per Redis
 database (`app:outbox:new:<db>`): every append PUBLISHes the customer id in the
 same MULTI as its XADD, and each process runs one subscriber (`Wakeups`) that
@@ -66,7 +73,31 @@ MESSAGE_KEYS = (
 )
 PREVIEW_CHARS = 120
 # A stream id as clients send it back: "<ms>" or "<ms>-<seq>"; "0" is "from the start".
-_STREAM_ID = re.compile(r"^\d{1,20}(-\d{1,20})?$")
+# Used with fullmatch ("$" would let a trailing newline through); ASCII digits only.
+_STREAM_ID = re.compile(r"[0-9]{1,20}(-[0-9]{1,20})?")
+
+# One round trip, atomic: append, trim exactly, record what was trimmed, announce.
+# (Redis 6.2, as embedded, has no XINFO max-deleted-entry-id to ask afterwards.)
+_APPEND = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  -- A stream that expired: everything it held is gone.
+  local last = redis.call('HGET', KEYS[2], 'last')
+  if last then redis.call('HSET', KEYS[2], 'dropped', last) end
+end
+local id = redis.call('XADD', KEYS[1], '*', 'message', ARGV[1])
+local keep = tonumber(ARGV[2])
+local length = redis.call('XLEN', KEYS[1])
+if length > keep then
+  local dropped = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', length - keep)
+  redis.call('XTRIM', KEYS[1], 'MAXLEN', keep)
+  redis.call('HSET', KEYS[2], 'dropped', dropped[#dropped][1])
+end
+redis.call('HSET', KEYS[2], 'last', id)
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+redis.call('PUBLISH', ARGV[5], ARGV[6])
+return id
+"""
 
 # Strong references to webhook calls in flight (the loop keeps only weak ones).
 _background: set[asyncio.Task[None]] = set()
@@ -76,11 +107,27 @@ class BadCursor(ValueError):
     pass
 
 
+def stream_id_key(message_id: str) -> tuple[int, int]:
+    """A stream id in Redis' order ("<ms>" is "<ms>-0")."""
+    ms, _, seq = message_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+@dataclass(frozen=True)
+class Batch:
+    messages: list[tuple[str, dict[str, Any]]]
+    # Messages newer than the reader's `since` are gone (trimmed or expired):
+    # the client should fetch the history rather than trust the outbox is complete.
+    gap: bool = False
+    first_kept: str | None = None  # the oldest id still kept (None: nothing kept)
+    dropped_up_to: str | None = None  # the newest id no longer kept, when there is a gap
+
+
 def check_since(since: str | None) -> str:
     """A client's "last id I saw", validated; absent means from the start."""
     if since is None or since == "":
         return "0"
-    if not isinstance(since, str) or not _STREAM_ID.match(since):
+    if not isinstance(since, str) or not _STREAM_ID.fullmatch(since):
         raise BadCursor("since must be a message id such as 1700000000000-0, or 0")
     return since
 
@@ -154,6 +201,10 @@ class Outbox:
         return f"app:outbox:{customer}"
 
     @staticmethod
+    def dropped_key(customer: str) -> str:
+        return f"app:outbox:dropped:{customer}"
+
+    @staticmethod
     def presence_key(customer: str) -> str:
         return f"app:presence:{customer}"
 
@@ -161,18 +212,19 @@ class Outbox:
 
     async def append(self, customer: str, message: dict[str, Any]) -> str:
         """Adds a message; returns its id. Raises if Redis does (the caller must know)."""
-        key = self.stream_key(customer)
-        async with self.redis().pipeline(transaction=True) as pipe:
-            pipe.xadd(
-                key,
-                {"message": json.dumps(message, ensure_ascii=False)},
-                maxlen=self.config.max_length,
-                approximate=True,
-            )
-            pipe.expire(key, self.config.ttl_seconds)
-            # After the XADD, in the same transaction: a woken socket finds the message.
-            pipe.publish(self.notify_channel(), customer)
-            message_id, _, _ = await pipe.execute()
+        # The PUBLISH comes after the XADD in one script: a woken socket finds the message.
+        message_id = await self.redis().eval(
+            _APPEND,
+            2,
+            self.stream_key(customer),
+            self.dropped_key(customer),
+            json.dumps(message, ensure_ascii=False),
+            self.config.max_length,
+            self.config.ttl_seconds,
+            self.config.ttl_seconds * 4,
+            self.notify_channel(),
+            customer,
+        )
         return str(message_id)
 
     # --- reading --------------------------------------------------------------
@@ -181,10 +233,25 @@ class Outbox:
         self, customer: str, since: str, count: int | None = None
     ) -> list[tuple[str, dict[str, Any]]]:
         """Messages with ids greater than `since`, oldest first."""
+        return (await self.read(customer, since, count)).messages
+
+    async def read(self, customer: str, since: str, count: int | None = None) -> Batch:
+        """Messages with ids greater than `since`, and whether some such were dropped."""
+        key = self.stream_key(customer)
         # "(" makes the start exclusive (Redis ≥ 6.2).
         start = "-" if since in ("0", "0-0") else f"({since}"
-        entries = await self.redis().xrange(self.stream_key(customer), start, "+", count=count)
-        return [(str(i), _decode(fields)) for i, fields in entries]
+        # One transaction: the trim marks match the stream read.
+        async with self.redis().pipeline(transaction=True) as pipe:
+            pipe.xrange(key, start, "+", count=count)
+            pipe.xrange(key, "-", "+", count=1)
+            pipe.hmget(self.dropped_key(customer), "dropped", "last")
+            entries, first, (dropped, last) = await pipe.execute()
+        first_kept = str(first[0][0]) if first else None
+        # No stream at all: it expired, with everything up to its last append.
+        dropped_up_to = dropped if first_kept else last
+        gap = bool(dropped_up_to) and stream_id_key(since) < stream_id_key(dropped_up_to)
+        messages = [(str(i), _decode(fields)) for i, fields in entries]
+        return Batch(messages, gap, first_kept, dropped_up_to if gap else None)
 
     async def last_id(self, customer: str) -> str:
         entries = await self.redis().xrevrange(self.stream_key(customer), count=1)
@@ -238,13 +305,17 @@ class Outbox:
         try:
             async with (
                 aiohttp.ClientSession(timeout=timeout) as session,
-                session.post(url, data=body, headers=headers) as answer,
+                # A redirect is not followed: the signed call would go wherever it points.
+                session.post(url, data=body, headers=headers, allow_redirects=False) as answer,
             ):
                 if answer.status // 100 == 2:
                     return True
                 logger.warning(
-                    "app push webhook answered HTTP %s for %s (message %s stays in the outbox)",
+                    "app push webhook answered HTTP %s%s for %s (message %s stays in the outbox)",
                     answer.status,
+                    " (a redirect: not followed; configure the final URL)"
+                    if answer.status // 100 == 3
+                    else "",
                     customer,
                     message_id,
                 )

@@ -9,7 +9,15 @@ Protocol (what rasa-webchat speaks, so it works unchanged):
 Our own widget also gets (stock clients ignore them): `history` {session_id,
 messages} after session_confirm, `typing` {typing} while the bot works,
 `customer_uttered` {text} (what the customer typed in another tab) and
-`error` {code, message} when a request is refused.
+`error` {code, message} when a request is refused ({code: "rate_limited",
+message, retry_after} when its address minted too many visitors).
+
+Limits per client address (connectors.web.addresses), besides those per
+conversation: connecting (refused: connect_error {message, data: {code:
+"rate_limited", retry_after}}), minting a visitor (the error above; no
+session) and messages (the `too_fast` notice, as per conversation).
+Browsers may open the socket from the service's own origin and the
+configured `allowed_origins` ("*": any).
 
 Identity (connectors.web.identity): the session id is a token the server
 signed; a host-site user proves who they are with an HMAC (in the connect
@@ -30,6 +38,7 @@ import asyncio
 import hmac
 import json
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -46,11 +55,14 @@ from socketio.exceptions import ConnectionRefusedError as SocketRefused
 
 from connectors.clients import PerLoop, get_redis, redis_url
 from connectors.history import transcript
+from connectors.identity import Identity
 from connectors.limits import Limits, RateLimiter
 from connectors.notices import notice
 from connectors.push import CUSTOMER_TYPING
+from connectors.web.addresses import AddressLimits, client_address
 from connectors.web.identity import (
     DEFAULT_TOKEN_DAYS,
+    HostClaim,
     IdentityRefused,
     SessionTokens,
     WebSession,
@@ -63,6 +75,7 @@ from connectors.web.pages import (
     parse_switch,
     serve_demo_page_at_root,
 )
+from connectors.web.retention import DEFAULT_RETENTION_DAYS, RetentionJob, do_mark_seen
 
 logger = logging.getLogger(__name__)
 # A typing customer is announced at most this often (seconds) per socket.
@@ -83,6 +96,9 @@ def pubsub_channel(url: str) -> str:
     return f"socketio:web:{db}"
 
 
+ANY_ORIGIN = "*"
+
+
 def parse_origins(value: Any) -> list[str]:
     if isinstance(value, (list, tuple)):
         items = [str(v) for v in value]
@@ -92,17 +108,18 @@ def parse_origins(value: Any) -> list[str]:
 
 
 def origin_checker(allowed: list[str]) -> Callable[[str | None, dict[str, Any]], bool] | str:
-    """engine.io's cors_allowed_origins: any origin when none are configured,
-    else the configured ones plus the service's own (the demo page)."""
-    if not allowed:
-        return "*"
+    """engine.io's cors_allowed_origins: the service's own origin (the demo page)
+    plus the configured ones; any origin only if "*" is configured."""
+    if ANY_ORIGIN in allowed:
+        return ANY_ORIGIN
 
     def check(origin: str | None, environ: dict[str, Any]) -> bool:
         if not origin:
             return True  # not a browser: CORS is about browsers
         if origin.rstrip("/") in allowed:
             return True
-        return urlsplit(origin).netloc == environ.get("HTTP_HOST", "")
+        host = environ.get("HTTP_HOST", "")
+        return bool(host) and urlsplit(origin).netloc == host
 
     return check
 
@@ -164,6 +181,13 @@ class RequestRefused(Exception):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+class RateLimited(Exception):
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        # Whole seconds, at least 1: what a client waits before trying again.
+        self.retry_after = max(1, math.ceil(retry_after))
 
 
 @dataclass(frozen=True)
@@ -244,6 +268,8 @@ class WebSocketServer:
         self.on_new_message = on_new_message
         self.tokens = SessionTokens(channel.visitor_secret, channel.token_days)
         self.limiter = RateLimiter(channel.limits)
+        self.address_limiters = channel.address_limits.limiters()
+        self.retention: asyncio.Task[None] | None = None
         self.in_order = _InOrder()
         self.app: Sanic | None = None
         self.sio = socketio.AsyncServer(
@@ -261,15 +287,47 @@ class WebSocketServer:
     # --- events --------------------------------------------------------------------
 
     async def connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
-        claim = host_user_claim(auth)
-        if claim is None:
-            return
+        # engine.io's environ says REMOTE_ADDR 127.0.0.1 for everyone: Sanic's request knows.
+        address = client_address(environ.get("sanic.request"), self.channel.real_ip_header)
+        state: dict[str, Any] = {"address": address}
         try:
-            identity = verify_host_user(self.channel.identity_secret, *claim)
-        except IdentityRefused as error:
-            # The client gets connect_error {message, data: {code}}.
-            raise SocketRefused(str(error), {"code": "identity_refused"}) from None
-        await self.sio.save_session(sid, {"host_user": identity})
+            await self._check_address(address, "connect", "too many connections")
+        except RateLimited as limited:
+            # The client gets connect_error {message, data: {code, retry_after}}.
+            raise SocketRefused(
+                str(limited), {"code": "rate_limited", "retry_after": limited.retry_after}
+            ) from None
+        claim = host_user_claim(auth)
+        if claim is not None:
+            try:
+                state["host_user"] = self._verify_host_user(claim)
+            except IdentityRefused as error:
+                raise SocketRefused(str(error), {"code": "identity_refused"}) from None
+        await self.sio.save_session(sid, state)
+
+    def _verify_host_user(self, claim: HostClaim) -> Identity:
+        return verify_host_user(
+            self.channel.identity_secret,
+            claim.user_id,
+            claim.user_hash,
+            claim.expires,
+            allow_without_expiry=self.channel.allow_hash_without_expiry,
+        )
+
+    async def _check_address(self, address: str, kind: str, what: str) -> None:
+        """Raises RateLimited when `address` is over its `kind` limit. Without Redis
+        nobody is turned away here: the limits protect the service, they are not
+        worth an outage."""
+        try:
+            decision = await self.address_limiters[kind].hit(get_redis(), address)
+        except Exception:
+            logger.exception("rate limiter unavailable (%s)", kind)
+            return
+        if not decision.allowed:
+            logger.info("web: %s from %s; refused", what, address)
+            raise RateLimited(
+                f"{what} from your network address; try again later", decision.retry_after
+            )
 
     async def disconnect(self, sid: str, *args: Any) -> None:
         logger.debug("web socket %s disconnected", sid)
@@ -284,14 +342,23 @@ class WebSocketServer:
         claim = host_user_claim(data)
         if claim is not None:
             try:
-                host_user = verify_host_user(self.channel.identity_secret, *claim)
+                host_user = self._verify_host_user(claim)
             except IdentityRefused as error:
                 await self.error(sid, "identity_refused", str(error))
                 return
         if host_user is not None:
             session = self.tokens.for_user(host_user)
         else:
-            session = await self._visitor_session(sid, data.get("session_id"))
+            try:
+                session = await self._visitor_session(sid, state, data.get("session_id"))
+            except RateLimited as limited:
+                await self.sio.emit(
+                    "error",
+                    {"code": "rate_limited", "message": str(limited),
+                     "retry_after": limited.retry_after},
+                    to=sid,
+                )
+                return
         previous: WebSession | None = state.get("session")
         if previous is not None and previous.conversation_id != session.conversation_id:
             await self.sio.leave_room(sid, previous.conversation_id)
@@ -305,18 +372,28 @@ class WebSocketServer:
             to=sid,
         )
 
-    async def _visitor_session(self, sid: str, given: Any) -> WebSession:
-        if given in (None, ""):
-            return self.tokens.new_visitor()
-        try:
-            resumed = self.tokens.resume_visitor(given)
-        except IdentityRefused as error:
-            # Never a conversation id: the client starts afresh, and is told why.
-            logger.info("web socket %s: refused session token (%s)", sid, error)
-            await self.error(sid, "invalid_session", f"{error}; starting a new session")
-            resumed = None
+    async def _visitor_session(self, sid: str, state: dict[str, Any], given: Any) -> WebSession:
+        """The visitor's resumed session (with a fresh token), or a new visitor;
+        raises RateLimited when the socket's address minted too many."""
+        resumed = None
+        if given not in (None, ""):
+            try:
+                resumed = self.tokens.resume_visitor(given)
+            except IdentityRefused as error:
+                # Never a conversation id: the client starts afresh, and is told why.
+                logger.info("web socket %s: refused session token (%s)", sid, error)
+                await self.error(sid, "invalid_session", f"{error}; starting a new session")
+        if resumed is not None:
+            try:
+                await do_mark_seen(get_redis(), resumed.conversation_id)
+            except Exception:  # only retention reads it; the chat goes on
+                logger.exception("could not note that %s came back", resumed.conversation_id)
+            return resumed
         # None also for a user's token without the user's HMAC (e.g. after logout).
-        return resumed or self.tokens.new_visitor()
+        await self._check_address(
+            state.get("address", "unknown"), "new_visitor", "too many new visitors"
+        )
+        return self.tokens.new_visitor()
 
     async def user_uttered(self, sid: str, data: Any = None) -> None:
         # Taken before any await, so messages are processed in arrival order.
@@ -359,12 +436,21 @@ class WebSocketServer:
         if session is None:
             raise RequestRefused("no_session", "send session_request first")
         given = utterance.session_id
-        # A missing session_id means the socket's own; any other is refused.
+        # A missing session_id means the socket's own; any other is refused. An
+        # older token of the same conversation is its own too: stock clients send
+        # what their storage holds, which another tab may have renewed meanwhile.
         if given is not None and not hmac.compare_digest(
             given.encode(), session.session_id.encode()
-        ):
+        ) and not self._same_conversation(given, session):
             raise RequestRefused("wrong_session", "session_id is not this socket's session")
         return session
+
+    def _same_conversation(self, token: str, session: WebSession) -> bool:
+        try:
+            subject = self.tokens.subject_of(token)
+        except IdentityRefused:
+            return False
+        return hmac.compare_digest(f"web:{subject}".encode(), session.conversation_id.encode())
 
     async def _within_limits(self, sid: str, session: WebSession, utterance: Utterance) -> bool:
         limits = self.channel.limits
@@ -372,8 +458,13 @@ class WebSocketServer:
         if limits.too_long(text) or limits.too_long(utterance.display_text):
             await self.notice(sid, "too_long", text, limit=limits.max_message_chars)
             return False
+        state = await self.sio.get_session(sid)
+        address = state.get("address", "unknown")
         try:
+            # Per conversation, and per address: fresh visitors don't add up to more.
             decision = await self.limiter.hit(get_redis(), session.conversation_id)
+            if decision.allowed:
+                decision = await self.address_limiters["message"].hit(get_redis(), address)
         except Exception:
             logger.exception("rate limiter unavailable")
             await self.notice(sid, "trouble", text)
@@ -431,13 +522,25 @@ class WebSocketServer:
     def attach(self, app: Sanic) -> None:
         self.app = app
         serve_demo_page_at_root(app)
+        app.register_listener(self.do_start_retention, "after_server_start")
         app.register_listener(self._stop_listening, "before_server_stop")
+
+    async def do_start_retention(self, *args: Any, first_after: float = 60.0) -> None:
+        """Sweep idle visitors' conversations periodically (connectors.web.retention)."""
+        days = self.channel.retention_days
+        if not days or self.retention is not None:
+            return
+        from bot.settings import get_settings
+
+        settings = get_settings()
+        job = RetentionJob(settings.tracker_db_url, settings.database_url, get_redis(), days)
+        self.retention = asyncio.create_task(job.run_forever(first_after))
 
     async def _stop_listening(self, *args: Any) -> None:
         # The Redis manager's listener runs forever; end it before the loop closes.
-        task = getattr(self.sio.manager, "thread", None)
-        if isinstance(task, asyncio.Task) and not task.done():
-            task.cancel()
+        for task in (getattr(self.sio.manager, "thread", None), self.retention):
+            if isinstance(task, asyncio.Task) and not task.done():
+                task.cancel()
 
 
 class _WebBlueprint(SocketBlueprint):
@@ -448,6 +551,16 @@ class _WebBlueprint(SocketBlueprint):
     def register(self, app: Sanic, options: dict[str, Any]) -> None:
         super().register(app, options)
         self.ctx.server.attach(app)
+
+
+def _retention_days(value: Any) -> float:
+    """visitor_retention_days: empty the default (30), 0 off (keep everything)."""
+    if value in (None, ""):
+        return float(DEFAULT_RETENTION_DAYS)
+    days = float(value)
+    if days < 0:
+        raise ValueError(f"visitor_retention_days must be 0 (off) or more, got {value!r}")
+    return days
 
 
 class WebInput(InputChannel):
@@ -465,12 +578,29 @@ class WebInput(InputChannel):
         limits: Limits | None = None,
         token_days: float = DEFAULT_TOKEN_DAYS,
         demo_logins: bool = False,
+        real_ip_header: str = "",
+        address_limits: AddressLimits | None = None,
+        retention_days: float = 0.0,
+        allow_hash_without_expiry: bool = False,
     ) -> None:
+        if token_days <= 0:
+            raise ValueError(f"visitor_token_days must be more than 0, got {token_days}")
+        if retention_days and retention_days < token_days:
+            # Else a visitor's valid token could lead to a deleted conversation.
+            raise ValueError(
+                f"visitor_retention_days ({retention_days:g}) must be at least "
+                f"visitor_token_days ({token_days:g}), or 0 (keep every conversation)"
+            )
         self.visitor_secret = visitor_secret
         self.identity_secret = identity_secret
         self.allowed_origins = allowed_origins or []
         self.limits = limits or Limits()
         self.token_days = token_days
+        # Only this header (a reverse proxy's) may say who the client is.
+        self.real_ip_header = real_ip_header.strip()
+        self.address_limits = address_limits or AddressLimits()
+        self.retention_days = retention_days
+        self.allow_hash_without_expiry = allow_hash_without_expiry
         # The demo page's "log in as" a demo customer (connectors.web.pages).
         self.demo_logins = demo_logins
         self.server: WebSocketServer | None = None
@@ -487,6 +617,12 @@ class WebInput(InputChannel):
             token_days=float(credentials.get("visitor_token_days") or DEFAULT_TOKEN_DAYS),
             # On unless switched off: the embedded demo shows it (DEMO_LOGINS).
             demo_logins=parse_switch(credentials.get("demo_logins"), default=True),
+            real_ip_header=str(credentials.get("real_ip_header") or ""),
+            address_limits=AddressLimits.from_credentials(credentials),
+            retention_days=_retention_days(credentials.get("visitor_retention_days")),
+            allow_hash_without_expiry=parse_switch(
+                credentials.get("allow_hash_without_expiry"), default=False
+            ),
         )
 
     def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:

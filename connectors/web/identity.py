@@ -3,10 +3,19 @@
 - An anonymous visitor gets a session token: a JWT (HS256 = HMAC-SHA256, signed
   with `visitor_secret`) over a random visitor id and its issue time. The
   widget stores it and presents it again after a reload; it is only as good as
-  its signature.
-- A logged-in user of the host site comes with `user_id` and `user_hash`, the
-  hex HMAC-SHA256 of the user id that the host site's backend made with the
-  shared `identity_secret` (Intercom's and Chatwoot's identity verification).
+  its signature. Tokens slide: one lives `max_age_days` (30) from its issue,
+  and every resume issues a fresh one, so a visitor who comes back within that
+  time keeps the conversation for good, and one who doesn't loses a token
+  that no longer opens anything. The older token stays valid until its own
+  expiry (the tokens are stateless; a second tab may still hold it); changing
+  `visitor_secret` revokes them all.
+- A logged-in user of the host site comes with `user_id`, `user_expires` (a
+  Unix time) and `user_hash`, the hex HMAC-SHA256 of "<user_id>:<user_expires>"
+  that the host site's backend made with the shared `identity_secret`
+  (Intercom's and Chatwoot's identity verification, with an expiry). Past
+  `user_expires` the hash is refused, so one that leaked (a log, a cached
+  page) is not a credential forever. The old form, the HMAC of the user id
+  alone, never expires, so it is refused unless `allow_hash_without_expiry`.
   Their session token names the user, but the token alone never resumes a
   user's conversation: that needs the HMAC again, so a shared computer whose
   host site logged out doesn't show the previous user's chat.
@@ -35,7 +44,7 @@ _VISITOR_ID = re.compile(r"[0-9a-f]{32}")
 # Host-site user ids: letters (any script), digits and the usual id punctuation;
 # nothing that would need escaping in a conversation-id URL (/conversations/<id>/…).
 _USER_ID = re.compile(r"[\w.@+\-]{1,128}")
-DEFAULT_TOKEN_DAYS = 365
+DEFAULT_TOKEN_DAYS = 30
 MIN_SECRET_BYTES = 32
 
 
@@ -81,7 +90,9 @@ class SessionTokens:
         self._max_age = max_age_days * 86400
 
     def _sign(self, subject: str) -> str:
-        claims = {"sub": subject, "iat": int(time.time()), "aud": _AUDIENCE}
+        # jti: a renewed token differs from the one it replaces even within a second.
+        claims = {"sub": subject, "iat": int(time.time()), "aud": _AUDIENCE,
+                  "jti": secrets.token_urlsafe(8)}
         return jwt.encode(claims, self._secret, algorithm=_ALGORITHM)
 
     def new_visitor(self) -> WebSession:
@@ -118,21 +129,54 @@ class SessionTokens:
         raise IdentityRefused("the session token names no visitor or user")
 
     def resume_visitor(self, token: Any) -> WebSession | None:
-        """The visitor session a token proves; None for a (valid) user token, which
-        can't resume anything by itself; IdentityRefused for a bad token."""
+        """The visitor session a token proves, with a fresh token (sliding expiry);
+        None for a (valid) user token, which can't resume anything by itself;
+        IdentityRefused for a bad or expired token."""
         subject = self.subject_of(token)
         if not subject.startswith("v-"):
             return None
-        return WebSession(token, visitor_identity(subject[2:]))
+        return WebSession(self._sign(subject), visitor_identity(subject[2:]))
 
 
-def user_hash(identity_secret: str, user_id: str) -> str:
-    """What the host site's backend computes: hex HMAC-SHA256(identity_secret, user_id)."""
-    return hmac.new(identity_secret.encode(), user_id.encode(), hashlib.sha256).hexdigest()
+def user_hash(identity_secret: str, user_id: str, expires: int | None = None) -> str:
+    """What the host site's backend computes: hex HMAC-SHA256(identity_secret,
+    "<user_id>:<expires>"), expires a Unix time in seconds; without `expires`, the
+    old form HMAC-SHA256(identity_secret, user_id). A user id has no ':', so
+    neither form can pass for the other."""
+    message = user_id if expires is None else f"{user_id}:{expires}"
+    return hmac.new(identity_secret.encode(), message.encode(), hashlib.sha256).hexdigest()
 
 
-def verify_host_user(identity_secret: str, user_id: Any, given_hash: Any) -> Identity:
-    """The host site's user, if their HMAC checks out; raises IdentityRefused."""
+@dataclass(frozen=True)
+class HostClaim:
+    """What a client says about its host-site user; nothing in it is checked yet."""
+
+    user_id: Any
+    user_hash: Any
+    expires: Any = None
+
+
+def _expiry(value: Any) -> int | None:
+    """user_expires as whole seconds; raises IdentityRefused if it is no such number."""
+    if value is None:
+        return None
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 12:
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10**12:
+        return value
+    raise IdentityRefused("user_expires must be a Unix time in whole seconds")
+
+
+def verify_host_user(
+    identity_secret: str,
+    user_id: Any,
+    given_hash: Any,
+    expires: Any = None,
+    allow_without_expiry: bool = False,
+    now: float | None = None,
+) -> Identity:
+    """The host site's user, if their HMAC checks out and has not expired; raises
+    IdentityRefused."""
     if not identity_secret:
         raise IdentityRefused("this service does not verify host-site users (no identity_secret)")
     if isinstance(user_id, int) and not isinstance(user_id, bool):
@@ -141,16 +185,24 @@ def verify_host_user(identity_secret: str, user_id: Any, given_hash: Any) -> Ide
         raise IdentityRefused("user_id must be 1–128 letters, digits or . @ + - _")
     if not isinstance(given_hash, str) or not given_hash:
         raise IdentityRefused("user_hash is missing")
-    expected = user_hash(identity_secret, user_id)
+    until = _expiry(expires)
+    if until is None and not allow_without_expiry:
+        raise IdentityRefused(
+            'user_expires is missing: user_hash must sign "<user_id>:<user_expires>"'
+        )
+    expected = user_hash(identity_secret, user_id, until)
+    # Checked before the expiry: only a genuine claim learns that it expired.
     if not hmac.compare_digest(expected.encode(), given_hash.strip().lower().encode()):
         raise IdentityRefused("user_hash does not match user_id")
+    if until is not None and until <= (time.time() if now is None else now):
+        raise IdentityRefused("user_hash has expired (user_expires is past)")
     return user_identity(user_id)
 
 
-def host_user_claim(data: Any) -> tuple[Any, Any] | None:
-    """(user_id, user_hash) if the client claims to be a host-site user."""
+def host_user_claim(data: Any) -> HostClaim | None:
+    """What the client claims about its host-site user, if it claims to be one."""
     if not isinstance(data, dict):
         return None
     if data.get("user_id") is None and data.get("user_hash") is None:
         return None
-    return data.get("user_id"), data.get("user_hash")
+    return HostClaim(data.get("user_id"), data.get("user_hash"), data.get("user_expires"))

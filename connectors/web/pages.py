@@ -9,12 +9,13 @@ place (static/socket.io.min.js: socket.io-client 4.8.4, MIT, see
 static/socket.io.LICENSE).
 
 The demo page can log in as a demo customer the way a host site does: its
-"backend" (the demo-logins routes below) gives the page a user id and its
-user_hash, and the page hands them to the widget (JadeChat.login).
+"backend" (the demo-logins routes below) gives the page a user id, an expiry
+and their user_hash, and the page hands them to the widget (JadeChat.login).
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,10 @@ DEMO_PAGE = STATIC_DIR / "demo.html"
 # accounts; a test keeps the two lists equal). The only ids the demo page's
 # backend ever signs.
 DEMO_USER_IDS: tuple[str, ...] = ("demo-zh", "demo-en")
+# A demo login's signature lives 12 to 24 hours: all asked for within one
+# 12-hour window get the same one, so a page that renews its saved login on
+# each load (demo.html) finds it unchanged and doesn't restart the chat.
+DEMO_LOGIN_WINDOW_SECONDS = 12 * 3600
 # A user_hash is a credential: no cache keeps it.
 _NO_STORE = {"Cache-Control": "no-store"}
 
@@ -68,8 +73,8 @@ def add_demo_login_routes(blueprint: Blueprint, identity_secret: str) -> None:
     (otherwise these paths are 404 like any unknown one):
 
         GET /webhooks/web/demo-logins            {"users": ["demo-zh", "demo-en"]}
-        GET /webhooks/web/demo-logins/<user id>  {"user_id", "user_hash"}; 404 for any
-                                                 id that isn't a demo customer's
+        GET /webhooks/web/demo-logins/<user id>  {"user_id", "user_expires", "user_hash"};
+                                                 404 for any id that isn't a demo customer's
     """
 
     @blueprint.route("/demo-logins", methods=["GET"])
@@ -81,10 +86,21 @@ def add_demo_login_routes(blueprint: Blueprint, identity_secret: str) -> None:
         # Exactly the fixed ids: signing anything else would let anyone be any user.
         if user_id not in DEMO_USER_IDS:
             return response.json({"error": "not a demo customer"}, status=404)
+        expires = demo_login_expiry()
         return response.json(
-            {"user_id": user_id, "user_hash": user_hash(identity_secret, user_id)},
+            {
+                "user_id": user_id,
+                "user_expires": expires,
+                "user_hash": user_hash(identity_secret, user_id, expires),
+            },
             headers=_NO_STORE,
         )
+
+
+def demo_login_expiry(now: float | None = None) -> int:
+    """The end of the next 12-hour window: 12 to 24 hours from now."""
+    window = DEMO_LOGIN_WINDOW_SECONDS
+    return (int(time.time() if now is None else now) // window + 2) * window
 
 
 def wants_demo_page(request: Request) -> bool:

@@ -5,9 +5,14 @@ WeChat's servers POST each customer message (plain or AES "safe" mode), wait
 
 - a request is checked first (signature, freshness, size, XML: see
   connectors.wechat.inbound); anything refused is not processed;
+- the message-encryption mode is explicit (connectors.wechat.modes): in safe
+  mode a plain body is refused; each signature (the query's and msg_signature)
+  stands for one message only, on every instance (Redis);
 - a message is processed once, whatever the retries and whichever instance
-  they reach: the first copy claims its MsgId in Redis (SET NX), later copies
-  read what became of it;
+  they reach: the first copy claims its MsgId in Redis with a lease it renews
+  while it works; later copies read what became of it, or take it over if the
+  lease lapsed (its instance died mid-turn) so the reply is not lost
+  (connectors.wechat.claims);
 - when the bot's reply is ready within `passive_reply_seconds` it is the
   answer to the request (one passive reply); otherwise the answer is
   "success" and the reply goes through the customer-service message API when
@@ -24,12 +29,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Coroutine
 
 from rasa.core.channels.channel import CollectingOutputChannel, InputChannel, UserMessage
 from rasa.shared.core.events import BotUttered, UserUttered
-from redis import asyncio as aioredis
 from sanic import Blueprint, response
 from sanic.exceptions import PayloadTooLarge
 from sanic.request import Request
@@ -43,6 +48,12 @@ from connectors.notices import media_notice, notice
 from connectors.push import PushError
 from connectors.rich import language_of
 from connectors.wechat.api import DEFAULT_API_BASE_URL, WeChatAPI
+from connectors.wechat.claims import (
+    DEFAULT_LEASE_SECONDS,
+    MAX_LEASE_SECONDS,
+    MIN_LEASE_SECONDS,
+    Claims,
+)
 from connectors.wechat.inbound import (
     MAX_BODY_BYTES,
     MAX_CLOCK_SKEW_SECONDS,
@@ -52,6 +63,7 @@ from connectors.wechat.inbound import (
     render_reply,
     verify_url,
 )
+from connectors.wechat.modes import PLAIN, SAFE, check_mode, encryption_mode
 from connectors.wechat.output import TEXT_LIMIT_BYTES, WeChatOutput, render_turn
 
 if TYPE_CHECKING:  # importing it loads TensorFlow; a pushing process needn't
@@ -61,8 +73,6 @@ logger = logging.getLogger(__name__)
 
 CHANNEL = "wechat"
 WECHAT_TIMEOUT_SECONDS = 5.0
-# WeChat's retries come within ~15 s; an hour leaves room for slow ones.
-SEEN_TTL_SECONDS = 3600
 MEDIA_TYPES = ("image", "video", "shortvideo", "voice", "location", "link", "file")
 HUMAN_OPTION = {
     "zh": {"title": "转人工", "payload": "/human_handoff"},
@@ -70,60 +80,14 @@ HUMAN_OPTION = {
 }
 SUCCESS = "success"  # WeChat: received, nothing to say (no retry, nothing shown)
 
-# What became of a message, by its dedup id (see the module doc).
-# States: "processing", "async" or "passive:<the reply given>" (the scripts spell them too).
-_PROCESSING, _PASSIVE = "processing", "passive:"
-# The first copy answers passively only if no retry has turned it to the API.
-_TAKE_PASSIVE = """
-if redis.call('GET', KEYS[1]) == 'processing' then
-  redis.call('SET', KEYS[1], ARGV[1], 'KEEPTTL')
-  return 1
-end
-return 0
-"""
-# A retry (or a first copy out of time) turns a message still in work to the API.
-_GO_ASYNC = """
-local state = redis.call('GET', KEYS[1])
-if state == 'processing' then
-  redis.call('SET', KEYS[1], 'async', 'KEEPTTL')
-  return 'async'
-end
-return state
-"""
-
-
-class Claims:
-    """Each message WeChat sends is processed by the first copy to arrive, on
-    any instance; the copies agree in Redis on how it is answered."""
-
-    def __init__(self, redis: aioredis.Redis, app_id: str) -> None:
-        self.redis, self.prefix = redis, f"wechat:{app_id}:seen:"
-
-    async def claim(self, dedup_id: str) -> bool:
-        """True for the first copy: it processes the message."""
-        key = self.prefix + dedup_id
-        return bool(await self.redis.set(key, _PROCESSING, nx=True, ex=SEEN_TTL_SECONDS))
-
-    async def answer_passively(self, dedup_id: str, text: str) -> bool:
-        """May the first copy answer with `text`? (No if a retry came first.)"""
-        key = self.prefix + dedup_id
-        return bool(await self.redis.eval(_TAKE_PASSIVE, 1, key, _PASSIVE + text))
-
-    async def go_async(self, dedup_id: str) -> str | None:
-        """Make a message still in work go through the API. Returns the passive
-        reply already given, if one was (a retry then answers the same)."""
-        state = await self.redis.eval(_GO_ASYNC, 1, self.prefix + dedup_id)
-        if isinstance(state, str) and state.startswith(_PASSIVE):
-            return state[len(_PASSIVE) :]
-        return None
-
-
 @dataclass(frozen=True)
 class WeChatConfig:
     token: str = ""
     app_id: str = ""
     app_secret: str = ""
     encoding_aes_key: str = ""
+    encryption_mode: str = PLAIN
+    claim_lease_seconds: float = DEFAULT_LEASE_SECONDS
     api_base_url: str = DEFAULT_API_BASE_URL
     passive_reply_seconds: float = 4.0
     menu_intents: dict[str, str] = field(default_factory=dict)
@@ -149,6 +113,19 @@ class WeChatConfig:
                 f"wechat passive_reply_seconds must be 0 to <{WECHAT_TIMEOUT_SECONDS:g} "
                 f"(WeChat gives up after {WECHAT_TIMEOUT_SECONDS:g} s), got {seconds}"
             )
+        raw_lease = given.get("claim_lease_seconds")
+        try:
+            lease = DEFAULT_LEASE_SECONDS if raw_lease in (None, "") else float(raw_lease)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"wechat claim_lease_seconds must be a number, got {raw_lease!r}"
+            ) from None
+        if not MIN_LEASE_SECONDS <= lease <= MAX_LEASE_SECONDS:
+            raise ValueError(
+                f"wechat claim_lease_seconds must be {MIN_LEASE_SECONDS:g} to "
+                f"{MAX_LEASE_SECONDS:g} (a retry of the message must see it lapse within "
+                f"WeChat's {WECHAT_TIMEOUT_SECONDS:g} s), got {lease:g}"
+            )
         intents = given.get("menu_intents") or {}
         if not isinstance(intents, dict) or not all(
             isinstance(v, str) and v for v in intents.values()
@@ -159,6 +136,8 @@ class WeChatConfig:
             app_id=text("app_id"),
             app_secret=text("app_secret"),
             encoding_aes_key=text("encoding_aes_key"),
+            encryption_mode=encryption_mode(text("encryption_mode"), text("encoding_aes_key")),
+            claim_lease_seconds=lease,
             api_base_url=base_url if base_url.endswith("/") else base_url + "/",
             passive_reply_seconds=seconds,
             menu_intents={str(k): v for k, v in intents.items()},
@@ -178,7 +157,7 @@ class WeChatConfig:
 
 
 def _crypto(config: WeChatConfig) -> WeChatCrypto | None:
-    if not config.encoding_aes_key or config.missing:
+    if config.encryption_mode == PLAIN or config.missing:
         return None
     try:
         return WeChatCrypto(config.token, config.encoding_aes_key, config.app_id)
@@ -243,8 +222,12 @@ class WeChatInput(InputChannel):
         if self.config.missing:
             logger.warning("%s; its webhook answers 503", self.config.off_reason)
         else:
-            mode = "plain and safe (AES) mode" if self.crypto else "plain mode only"
-            logger.info("WeChat channel on for app %s, %s", self.config.app_id, mode)
+            mode = self.config.encryption_mode
+            taken = {SAFE: "encrypted messages only", PLAIN: "plain messages only"}
+            logger.info(
+                "WeChat channel on for app %s, %s mode (%s)",
+                self.config.app_id, mode, taken.get(mode, "plain and encrypted messages"),
+            )
 
         @blueprint.route("/", methods=["GET"])
         async def health(_: Request) -> HTTPResponse:
@@ -265,6 +248,7 @@ class WeChatInput(InputChannel):
             if self.config.missing:
                 return response.json({"error": self.config.off_reason}, status=503)
             try:
+                check_mode(self.config.encryption_mode, request.args)
                 body = await _read_body(request)
                 inbound = read_message(body, request.args, self.config.token, self.crypto)
             except Refused as refused:
@@ -290,16 +274,22 @@ class WeChatInput(InputChannel):
         return response.text(xml, content_type="application/xml; charset=utf-8")
 
     async def _check_replay(self, request: Request, inbound: Inbound) -> None:
-        # In plain mode the signature covers only timestamp+nonce, not the body:
-        # let one signature stand for one message only (a retry of it may reuse it).
-        if inbound.encrypted:
-            return
-        key = f"wechat:{self.config.app_id}:signature:{request.args.get('signature')}"
+        """Each signature stands for one message only, in every mode: the query's
+        `signature` covers only timestamp+nonce (not the body), and it is sent
+        with encrypted messages too, where any proxy's access log shows it. A
+        retry of the same message may carry it again (and is then de-duplicated)."""
+        message = f"{inbound.openid} {inbound.dedup_id}"
         redis = get_redis()
-        if await redis.set(key, inbound.dedup_id, nx=True, ex=2 * MAX_CLOCK_SKEW_SECONDS):
-            return
-        if await redis.get(key) != inbound.dedup_id:
-            raise Refused(403, "this signature was already used for another message")
+        for name in ("signature", "msg_signature"):
+            signature = request.args.get(name)
+            if not signature:
+                continue
+            key = f"wechat:{self.config.app_id}:signature:{signature}"
+            # Kept for the whole window in which its timestamp is accepted.
+            if await redis.set(key, message, nx=True, ex=2 * MAX_CLOCK_SKEW_SECONDS):
+                continue
+            if await redis.get(key) != message:
+                raise Refused(403, f"this {name} was already used for another message")
 
     # --- one message ----------------------------------------------------------------------
 
@@ -311,9 +301,16 @@ class WeChatInput(InputChannel):
         started: float,
     ) -> HTTPResponse:
         redis = get_redis()
-        claims = Claims(redis, self.config.app_id)
-        if not await claims.claim(inbound.dedup_id):
-            return await self._retry(claims, inbound)
+        claims = Claims(redis, self.config.app_id, self.config.claim_lease_seconds)
+        owner = uuid.uuid4().hex  # this copy of the message
+        if not await claims.claim(inbound.dedup_id, owner):
+            outcome = await claims.await_outcome(inbound.dedup_id, owner)
+            if not outcome.take_over:
+                return self._retry_answer(inbound, outcome.reply)
+            logger.warning(
+                "WeChat message %s: the copy in work elsewhere stopped renewing its lease "
+                "(its instance died?); this copy processes it", inbound.dedup_id,
+            )
 
         identity = Identity(CHANNEL, inbound.openid, "wechat_signature")
         conversation = identity.conversation_id
@@ -327,7 +324,7 @@ class WeChatInput(InputChannel):
             if event == "unsubscribe":
                 agent = request.app.ctx.agent
                 self._spawn(self._record_unsubscribe(agent, conversation, inbound, metadata))
-                return response.text(SUCCESS)
+                return await self._quiet(claims, inbound, owner)
             key_field = fields.get("EventKey") or ""
             # Events become intent payloads the channel itself chose (the dialogue
             # reads customer text that looks like a payload as words).
@@ -343,7 +340,7 @@ class WeChatInput(InputChannel):
             else:
                 if event == "click":
                     logger.warning("WeChat menu key %r is not in menu_intents", key_field)
-                return response.text(SUCCESS)  # VIEW, LOCATION, template reports…
+                return await self._quiet(claims, inbound, owner)  # VIEW, LOCATION, reports…
         elif inbound.msg_type == "text" or (
             inbound.msg_type == "voice" and fields.get("Recognition")
         ):
@@ -353,19 +350,20 @@ class WeChatInput(InputChannel):
             # bare number as the option the bot offered (bot.nlu.payloads).
             text = (fields.get("Content") or fields.get("Recognition") or "").strip()
             if not text:
-                return response.text(SUCCESS)
+                return await self._quiet(claims, inbound, owner)
         elif inbound.msg_type not in MEDIA_TYPES:
             logger.info("WeChat message type %r ignored", inbound.msg_type)
-            return response.text(SUCCESS)
+            return await self._quiet(claims, inbound, owner)
 
         # Limits: a notice right away (no turn to wait for), nothing processed.
         language = language_of(text) if text and not metadata.get("server_payload") else "zh"
         if not (await self.rate.hit(redis, inbound.openid)).allowed:
-            return await self._notice(claims, inbound, notice("too_fast", language=language))
+            too_fast = notice("too_fast", language=language)
+            return await self._notice(claims, inbound, owner, too_fast)
         if text is not None and self.config.limits.too_long(text):
             limit = self.config.limits.max_message_chars
             too_long = notice("too_long", language=language, limit=limit)
-            return await self._notice(claims, inbound, too_long)
+            return await self._notice(claims, inbound, owner, too_long)
 
         work: Coroutine[Any, Any, list[dict[str, Any]]]
         if text is None:
@@ -381,30 +379,38 @@ class WeChatInput(InputChannel):
                 metadata=metadata,
             )
             work = self._turn(on_new_message, message)
-        return await self._respond(claims, inbound, conversation, work, started, language)
+        return await self._respond(claims, inbound, owner, conversation, work, started, language)
 
-    async def _retry(self, claims: Claims, inbound: Inbound) -> HTTPResponse:
-        given = await claims.go_async(inbound.dedup_id)
+    def _retry_answer(self, inbound: Inbound, given: str | None) -> HTTPResponse:
         logger.info("WeChat retry of %s (%s)", inbound.dedup_id, "passive" if given else "async")
         if given is not None:
             # WeChat dropped the first answer (or it would not retry): the same again.
             return self._reply(inbound, given)
         return response.text(SUCCESS)
 
-    async def _notice(self, claims: Claims, inbound: Inbound, text: str) -> HTTPResponse:
-        await claims.answer_passively(inbound.dedup_id, text)
+    async def _notice(
+        self, claims: Claims, inbound: Inbound, owner: str, text: str
+    ) -> HTTPResponse:
+        await claims.answer_passively(inbound.dedup_id, owner, text)
         return self._reply(inbound, text)
+
+    async def _quiet(self, claims: Claims, inbound: Inbound, owner: str) -> HTTPResponse:
+        """Nothing to say: settle the claim (a later copy is not processed again)."""
+        await claims.go_async(inbound.dedup_id, owner)
+        return response.text(SUCCESS)
 
     async def _respond(
         self,
         claims: Claims,
         inbound: Inbound,
+        owner: str,
         conversation: str,
         work: Coroutine[Any, Any, list[dict[str, Any]]],
         started: float,
         language: str,
     ) -> HTTPResponse:
         task = asyncio.ensure_future(self._guarded(work, conversation, language))
+        self._spawn(claims.keep_lease(inbound.dedup_id, owner, task))
         remaining = self.config.passive_reply_seconds - (time.monotonic() - started)
         if remaining > 0:
             await asyncio.wait({task}, timeout=remaining)
@@ -412,12 +418,15 @@ class WeChatInput(InputChannel):
             messages = task.result()
             text = render_turn(messages)
             if not text:
-                return response.text(SUCCESS)
+                return await self._quiet(claims, inbound, owner)
             fits = len(text.encode()) <= TEXT_LIMIT_BYTES
-            if fits and await claims.answer_passively(inbound.dedup_id, text):
+            if fits and await claims.answer_passively(inbound.dedup_id, owner, text):
                 return self._reply(inbound, text)
-        await claims.go_async(inbound.dedup_id)
-        self._spawn(self._deliver(task, conversation))
+        if await claims.go_async(inbound.dedup_id, owner):
+            self._spawn(self._deliver(task, conversation))
+        else:  # a copy took it over while this one hung past its lease: one reply
+            logger.warning("WeChat message %s was taken over; this copy sends nothing",
+                           inbound.dedup_id)
         return response.text(SUCCESS)
 
     async def _guarded(

@@ -7,12 +7,13 @@
  *
  *   window.JadeChat = {
  *     lang: "en",                                  // else <html lang>, else the browser's
- *     user: { id: "42", hash: "<hex HMAC-SHA256(identity_secret, id) from your backend>" },
+ *     user: { id: "42", expires: 1767225600,     // a Unix time; from your backend:
+ *             hash: "<hex HMAC-SHA256(identity_secret, id + ':' + expires)>" },
  *     hotQuestions: { zh: ["运费怎么算"], en: ["How much is shipping?"] },
  *     title: { zh: "在线客服", en: "Customer service" },
  *   };
  *
- * or as attributes of the script tag: data-lang, data-user-id, data-user-hash,
+ * or as attributes of the script tag: data-lang, data-user-id, data-user-expires, data-user-hash,
  * data-hot-questions (JSON of the same shape). The widget loads its CSS and the
  * socket.io client from where this script came from, and speaks Rasa's socket.io
  * protocol plus the server's extra events (history, typing, customer_uttered, error).
@@ -20,7 +21,7 @@
  * A page whose user logs in or out without a reload tells the widget, which then
  * starts that user's chat (or a new anonymous visitor's) as a fresh page would:
  *
- *   JadeChat.login({ id: "42", hash: "<hex HMAC from your backend>" });
+ *   JadeChat.login({ id: "42", expires: 1767225600, hash: "<hex HMAC from your backend>" });
  *   JadeChat.logout();
  */
 (function () {
@@ -38,7 +39,9 @@
   var settings = Object.assign({}, window.JadeChat || {});
   var data = script.dataset || {};
   if (!settings.lang && data.lang) settings.lang = data.lang;
-  if (!settings.user && data.userId) settings.user = { id: data.userId, hash: data.userHash };
+  if (!settings.user && data.userId) {
+    settings.user = { id: data.userId, hash: data.userHash, expires: data.userExpires };
+  }
   if (!settings.hotQuestions && data.hotQuestions) {
     try {
       settings.hotQuestions = JSON.parse(data.hotQuestions);
@@ -73,6 +76,7 @@
       identity_refused: "无法验证您的登录信息，请刷新页面后重试。",
       bad_request: "消息未能发送，请重试。",
       session_lost: "连接异常，正在恢复会话…",
+      rate_limited: "您所在的网络访问过于频繁，请稍候，我们会自动重试。",
       unread: "{n} 条未读消息",
     },
     en: {
@@ -96,6 +100,7 @@
       identity_refused: "We couldn't verify your login. Please reload the page and try again.",
       bad_request: "That message couldn't be sent. Please try again.",
       session_lost: "Connection problem, restoring your chat…",
+      rate_limited: "Too many chats are starting from your network; we'll try again shortly.",
       unread: "{n} unread messages",
     },
   };
@@ -574,6 +579,7 @@
     var options = { path: "/socket.io", transports: ["websocket"], forceNew: true };
     if (settings.user && settings.user.id && settings.user.hash) {
       options.auth = { user_id: String(settings.user.id), user_hash: String(settings.user.hash) };
+      if (settings.user.expires) options.auth.user_expires = String(settings.user.expires);
     }
     socket = io(base.origin, options);
     socket.on("connect", function () {
@@ -588,6 +594,12 @@
       renderStatus();
       if (error && error.data && error.data.code === "identity_refused") {
         addNote(t("identity_refused"), "error");
+      } else if (error && error.data && error.data.code === "rate_limited") {
+        // Refused by the server: socket.io won't retry by itself.
+        var refused = socket;
+        later(error.data.retry_after, function () {
+          if (socket === refused) refused.connect();
+        });
       }
     });
     socket.on("session_confirm", function (sessionId) {
@@ -646,8 +658,25 @@
         addNote(t("session_lost"), "error");
         state.confirmed = false;
         requestSession();
+      } else if (code === "rate_limited") {
+        // Too many new visitors from this network: ask again later; what the
+        // customer typed meanwhile waits in state.pending.
+        var asked = socket;
+        later(error.retry_after, function () {
+          if (socket === asked && asked.connected) requestSession();
+        });
       }
     });
+  }
+  // Once per wait, one note: "we'll try again", then try again after `seconds`.
+  function later(seconds, retry) {
+    if (!state.retrying) addNote(t("rate_limited"), "error");
+    state.retrying = true;
+    var wait = Math.min(Math.max(Number(seconds) || 5, 1), 300);
+    setTimeout(function () {
+      state.retrying = false;
+      retry();
+    }, wait * 1000);
   }
 
   // --- who is chatting --------------------------------------------------------------
@@ -671,8 +700,10 @@
   var api = window.JadeChat && typeof window.JadeChat === "object" ? window.JadeChat : {};
   window.JadeChat = api;
   api.login = function (user) {
-    if (!user || !user.id || !user.hash) throw new Error("jade chat: login needs {id, hash}");
-    settings.user = { id: String(user.id), hash: String(user.hash) };
+    if (!user || !user.id || !user.hash) {
+      throw new Error("jade chat: login needs {id, hash, expires}");
+    }
+    settings.user = { id: String(user.id), hash: String(user.hash), expires: user.expires };
     restart();
   };
   api.logout = function () {
