@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import os
 import ssl
-from typing import Any, Dict, Optional, Text
+from typing import Any, Dict
 
 import aiohttp
 import orjson
@@ -55,12 +55,12 @@ async def close_sessions() -> None:
 
 async def request(
     self: EndpointConfig,
-    method: Text = "post",
-    subpath: Optional[Text] = None,
-    content_type: Optional[Text] = "application/json",
+    method: str = "post",
+    subpath: str | None = None,
+    content_type: str | None = "application/json",
     compress: bool = False,
     **kwargs: Any,
-) -> Optional[Any]:
+) -> Any | None:
     """EndpointConfig.request on a kept-alive session, with orjson."""
     headers = {}
     if content_type:
