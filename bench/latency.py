@@ -71,7 +71,10 @@ from tests.shop_customers import fresh_customer  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 BOT = str(Path(sys.executable).with_name("bot"))
-TOKEN = "bench-token"
+TOKEN = "bench-token"  # the admin API's (status, trackers)
+# The REST channel's own token, sent in a header (the channel refuses one in the URL).
+REST_TOKEN = "bench-rest-token"
+REST_HEADERS = {"Authorization": f"Bearer {REST_TOKEN}"}
 
 # Simple turns for the per-channel table and bench/handoff.py's reference turns
 # (no account needed: the customer channels' identities aren't bound to one).
@@ -136,7 +139,7 @@ class Server:
         }
         env.update(
             BOT_VAR_DIR=str(self.var), BOT_RASA_PORT=str(self.port),
-            BOT_ACTION_PORT=str(free_port()), BOT_API_TOKEN=TOKEN,
+            BOT_ACTION_PORT=str(free_port()), BOT_API_TOKEN=TOKEN, BOT_REST_TOKEN=REST_TOKEN,
             RASA_TELEMETRY_ENABLED="false", TF_CPP_MIN_LOG_LEVEL="2",
         )
         env.update(self.extra_env)
@@ -193,7 +196,8 @@ class Server:
 async def turn(session: aiohttp.ClientSession, url: str, sender: str, text: str) -> float:
     began = time.perf_counter()
     async with session.post(
-        f"{url}/webhooks/rest/webhook?token={TOKEN}", json={"sender": sender, "message": text}
+        f"{url}/webhooks/rest/webhook", json={"sender": sender, "message": text},
+        headers=REST_HEADERS,
     ) as response:
         response.raise_for_status()
         await response.json()
@@ -245,7 +249,8 @@ async def say(
     body: dict[str, Any] = {"sender": customer.sender, "message": text}
     if customer.metadata:
         body["metadata"] = customer.metadata
-    async with session.post(f"{url}/webhooks/rest/webhook?token={TOKEN}", json=body) as answer:
+    async with session.post(f"{url}/webhooks/rest/webhook", json=body,
+                            headers=REST_HEADERS) as answer:
         answer.raise_for_status()
         await answer.json()
     return (time.perf_counter() - began) * 1000
@@ -556,7 +561,7 @@ def run(model: Path, name: str, args: argparse.Namespace) -> dict[str, Any]:
         if name == "ours" and args.channel_turns > 0:
             print(f"[{name}] per-channel reply latency ...", flush=True)
             figures["channels"] = asyncio.run(
-                channels.run_channels(server.url, TOKEN, fake_port, MESSAGES, args.channel_turns)
+                channels.run_channels(server.url, REST_TOKEN, fake_port, MESSAGES, args.channel_turns)
             )
         figures["start_s"] = server.start_s
         figures["model"] = model.name
