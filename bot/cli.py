@@ -272,6 +272,16 @@ def rasa_ready(status_url: str, token: str | None = None) -> ReadyCheck:
     return check
 
 
+def _one_blas_thread() -> dict[str, str]:
+    """A serving process multiplies one message's small matrices at a time: a
+    second BLAS thread has nothing to share, and OpenBLAS's idle threads spin
+    (sched_yield) on the other core between calls, ~60 % of a core taken from
+    the customers' other work (perf, bench/latency.py). Training keeps them.
+    An operator's own setting wins."""
+    names = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+    return {name: os.environ.get(name) or "1" for name in names}
+
+
 def rasa_server_spec(settings: Settings, model: Path, token: str, env: dict[str, str]) -> ChildSpec:
     port = settings.rasa_port
     base_url = f"http://{_local(settings.host)}:{port}"
@@ -289,7 +299,8 @@ def rasa_server_spec(settings: Settings, model: Path, token: str, env: dict[str,
         # SANIC_REQUEST_MAX_SIZE: Sanic reads it when Rasa creates the app; bodies
         # above it are refused (413) before they are read (its default: 100 MB).
         env={**env, "BOT_API_TOKEN": token,
-             "SANIC_REQUEST_MAX_SIZE": str(settings.max_request_bytes)},
+             "SANIC_REQUEST_MAX_SIZE": str(settings.max_request_bytes),
+             **_one_blas_thread()},
         cwd=settings.root,
         ready=ready,
         ready_timeout=600.0,

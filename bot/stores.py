@@ -134,20 +134,25 @@ class URLTrackerStore(SQLTrackerStore):
         return DialogueStateTracker.from_dict(sender_id, events, self.domain.slots)
 
     def _write(self, tracker: DialogueStateTracker) -> None:
+        rows: list[dict[str, Any]] = []
+        bodies: list[dict[str, Any]] = []
         with self.session_scope() as session:
-            new_events = list(self._additional_events(session, tracker))
-            for event in new_events:
+            for event in self._additional_events(session, tracker):
                 data = event.as_dict()
-                session.add(self.SQLEvent(
-                    sender_id=tracker.sender_id,
-                    type_name=event.type_name,
-                    timestamp=data.get("timestamp"),
-                    intent_name=(data.get("parse_data") or {}).get("intent", {}).get("name"),
-                    action_name=data.get("name"),
-                    data=json.dumps(data),
-                ))
+                rows.append({
+                    "sender_id": tracker.sender_id,
+                    "type_name": event.type_name,
+                    "timestamp": data.get("timestamp"),
+                    "intent_name": (data.get("parse_data") or {}).get("intent", {}).get("name"),
+                    "action_name": data.get("name"),
+                    "data": json.dumps(data),
+                })
+                bodies.append({"sender_id": tracker.sender_id, **data})
+            if rows:
+                # One multi-row INSERT, not the ORM's unit of work per event (the
+                # same rows: Rasa's columns and its JSON of each event).
+                session.execute(self.SQLEvent.__table__.insert(), rows)
             session.commit()
-        bodies = [{"sender_id": tracker.sender_id, **event.as_dict()} for event in new_events]
         if isinstance(self.event_broker, RedisStreamBroker):
             self.event_broker.publish_many(bodies)  # one round trip for the turn's events
         elif self.event_broker is not None:
