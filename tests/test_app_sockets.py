@@ -35,14 +35,14 @@ async def no_turns(message: Any) -> None:
     raise AssertionError("these tests send no customer messages")
 
 
-async def next_frame(ws: WebSocketClientProtocol, timeout: float = 10) -> dict[str, Any]:
+async def next_frame(ws: WebSocketClientProtocol, timeout: float = 30) -> dict[str, Any]:
     while True:
         frame = json.loads(await asyncio.wait_for(ws.recv(), timeout))
         if frame.get("type") != "ping":
             return frame
 
 
-async def closed_with(ws: WebSocketClientProtocol, timeout: float = 10) -> dict[str, Any]:
+async def closed_with(ws: WebSocketClientProtocol, timeout: float = 30) -> dict[str, Any]:
     """The error frame a socket got before the server closed it."""
     frame = await next_frame(ws, timeout)
     assert frame["type"] == "error", frame
