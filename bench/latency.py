@@ -561,7 +561,8 @@ def run(model: Path, name: str, args: argparse.Namespace) -> dict[str, Any]:
         if name == "ours" and args.channel_turns > 0:
             print(f"[{name}] per-channel reply latency ...", flush=True)
             figures["channels"] = asyncio.run(
-                channels.run_channels(server.url, REST_TOKEN, fake_port, MESSAGES, args.channel_turns)
+                channels.run_channels(server.url, REST_TOKEN, fake_port, MESSAGES,
+                                      args.channel_turns)
             )
         figures["start_s"] = server.start_s
         figures["model"] = model.name
@@ -794,7 +795,9 @@ def report(meta: dict[str, Any], results: dict[str, dict[str, Any]]) -> str:
     parts = [
         "# Reply latency and throughput on a realistic mix of conversations",
         "",
-        f"{meta['date']}, {meta['machine']}, commit {meta['commit']}; our model "
+        f"{meta['date']}, {meta['machine']} (a fixed pure-Python workload took "
+        f"{meta.get('python_speed_ms', '–')} ms here: bench/machine.py's speed_ms), "
+        f"commit {meta['commit']}; our model "
         f"`{ours['model']}`, stock `{get(stock, 'model')}`. {same_run} {weakened}",
         "",
         f"Conversations: bench/mix.py, seed {meta['seed']}, zh and en; each a fresh shop "
@@ -905,6 +908,7 @@ def main() -> None:
         "run_id": f"{began:%Y-%m-%dT%H:%M}Z-{uuid.uuid4().hex[:6]}",
         "commit": git_commit(),
         "machine": f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}",
+        "python_speed_ms": machine.speed_ms(),
         "seed": args.seed,
         "conversations": args.conversations,
         "load": args.load,

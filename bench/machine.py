@@ -89,3 +89,27 @@ class MachineCPU:
                 for c, line in others[:3] if 100 * c / wall >= 10
             ],
         }
+
+
+def speed_ms(repeats: int = 5) -> float:
+    """A fixed single-threaded pure-Python workload, best of `repeats`, in ms.
+
+    Benchmark machines differ (the same code and the same stock Rasa measured
+    twice as slow on one 2-core machine as on another): this says how fast
+    this one ran Python, so figures from different runs can be put side by side.
+    """
+    def work() -> int:
+        table: dict[str, int] = {}
+        total = 0
+        for i in range(200_000):
+            key = f"k{i % 997}"
+            table[key] = table.get(key, 0) + i
+            total += len(key)
+        return total + sum(table.values())
+
+    best = float("inf")
+    for _ in range(repeats):
+        began = time.perf_counter()
+        work()
+        best = min(best, time.perf_counter() - began)
+    return round(best * 1000, 1)
