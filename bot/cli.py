@@ -8,6 +8,7 @@ Redis in bot.redis_server.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import secrets
 import sys
@@ -616,6 +617,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             *([desk_spec(settings, token, {**env, **channel_env(settings, token)})]
               if settings.admin_api else []),
         ]
+        # One that crashes is started again; the others reconnect to it meanwhile.
+        children = [dataclasses.replace(spec, restart=True) for spec in children]
 
         def summary() -> None:
             rasa_url = f"http://{_local(settings.host)}:{settings.rasa_port}"

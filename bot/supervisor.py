@@ -13,7 +13,12 @@ Rules it keeps:
   reaches whatever it forked;
 - on Linux each child gets SIGTERM if the supervisor dies, even by SIGKILL;
 - children run with umask 077 and logs are 0600: what they write is private;
-- if a child exits on its own, the others are stopped and the run fails.
+- a child that exits on its own is started again (`restart`; the service's
+  children all are), after a pause that grows while it keeps failing: Redis,
+  the action server, Rasa and the desk each reconnect to the others, so one
+  crash costs a few seconds, not the service. A child without `restart`, or
+  one that failed RESTART_LIMIT times in a row (a crash loop, e.g. a broken
+  config), stops the others and fails the run.
 """
 
 from __future__ import annotations
@@ -43,6 +48,12 @@ ReadyCheck = Callable[[], bool]
 TAIL_LINES = 20
 STOP_TIMEOUT = 10.0
 _POLL = 0.2
+# A child that failed this many starts in a row is not started again.
+RESTART_LIMIT = 5
+# Pauses before each restart of a child that keeps failing (the last repeats).
+RESTART_PAUSES = (0.0, 1.0, 2.0, 5.0, 10.0)
+# Up this long: its next exit is a new failure, not one more of a crash loop.
+STEADY_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -66,6 +77,8 @@ class ChildSpec:
     # Shares the supervisor's terminal (e.g. `rasa shell`): not logged to a
     # file, and its exit ends the run with its exit code instead of failing it.
     foreground: bool = False
+    # Started again when it exits on its own (see RESTART_LIMIT).
+    restart: bool = False
 
 
 # --- processes -------------------------------------------------------------
@@ -385,6 +398,8 @@ class Child:
         self.log_path: Path | None = None if spec.foreground else log_dir / f"{spec.name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
+        self.started_at = 0.0
+        self.failures = 0  # starts in a row that ended in an exit
 
     @property
     def name(self) -> str:
@@ -395,6 +410,7 @@ class Child:
             self.log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             rotate(self.log_path)
             self._log = open_private(self.log_path)
+        self.started_at = time.monotonic()
         try:
             self.proc = spawn(
                 self.spec.argv,
@@ -576,8 +592,37 @@ class Supervisor:
                     continue
                 if child.spec.foreground:
                     return code
-                raise _Failed(f"{child.name} {describe_exit(code)}", child)
+                if not child.spec.restart:
+                    raise _Failed(f"{child.name} {describe_exit(code)}", child)
+                self._restart(child, f"{child.name} {describe_exit(code)}", trap)
             time.sleep(_POLL)
+
+    def _restart(self, child: Child, why: str, trap: SignalTrap) -> None:
+        """Start a child that exited again, until it is ready or failed too often."""
+        if time.monotonic() - child.started_at > STEADY_SECONDS:
+            child.failures = 0
+        while True:
+            child.stop()  # reaps it, and whatever it left in its group
+            child.failures += 1
+            if child.failures > RESTART_LIMIT:
+                raise _Failed(f"{why}; it failed {RESTART_LIMIT} times in a row, giving up", child)
+            pause = RESTART_PAUSES[min(child.failures, len(RESTART_PAUSES)) - 1]
+            self.say(f"{why}; restarting it" + (f" in {pause:.0f} s" if pause else ""))
+            deadline = time.monotonic() + pause
+            while time.monotonic() < deadline:
+                if trap.stop_requested:
+                    raise _Stop
+                time.sleep(_POLL)
+            try:
+                child.start()
+            except OSError as error:
+                why = f"{child.name} could not start: {error}"
+                continue
+            try:
+                self._wait_ready(child, trap)
+                return
+            except _Failed as failure:
+                why = str(failure)
 
     def _report(self, message: str, child: Child) -> None:
         self.say(f"\n{message}")

@@ -170,6 +170,54 @@ def test_a_child_dies_the_others_are_stopped(tmp_path: Path) -> None:
     assert wait_gone(pids_of(tmp_path, "steady", "after")) == []
 
 
+
+def test_a_child_killed_is_started_again_and_the_others_keep_running(tmp_path: Path) -> None:
+    import threading
+
+    out = io.StringIO()
+    specs = [sleeper("steady", tmp_path), sleeper("victim", tmp_path, restart=True)]
+    seen: dict[str, object] = {}
+
+    def kill_then_stop() -> None:
+        first = pids_of(tmp_path, "victim")[0]
+        (tmp_path / "victim.pids").unlink()
+        os.kill(first, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while out.getvalue().count("victim ready") < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        seen["restarted"] = (tmp_path / "victim.pids").exists()
+        seen["steady alive"] = alive(pids_of(tmp_path, "steady")[0])
+        stop_me_soon()
+
+    code = Supervisor(specs, tmp_path / "log", out).run(
+        on_ready=lambda: threading.Thread(target=kill_then_stop).start()
+    )
+    text = out.getvalue()
+    assert code == 0, text  # stopped by the signal, not failed
+    assert seen == {"restarted": True, "steady alive": True}, text
+    assert "victim was killed by SIGKILL (9); restarting it" in text
+    assert text.count("victim ready") == 2
+    assert "stopping victim, steady" in text
+    assert wait_gone(pids_of(tmp_path, "steady", "victim")) == []
+
+
+def test_a_crash_loop_gives_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import bot.supervisor as supervisor
+
+    monkeypatch.setattr(supervisor, "RESTART_PAUSES", (0.0,))
+    out = io.StringIO()
+    specs = [
+        sleeper("steady", tmp_path),
+        ChildSpec(name="flaky", argv=[sys.executable, "-c", DIES, "0.1"], restart=True),
+    ]
+    assert Supervisor(specs, tmp_path / "log", out).run() == 1
+    text = out.getvalue()
+    assert text.count("restarting it") == supervisor.RESTART_LIMIT
+    assert f"failed {supervisor.RESTART_LIMIT} times in a row, giving up" in text
+    assert "boom: the disk is on fire" in text
+    assert wait_gone(pids_of(tmp_path, "steady")) == []
+
+
 def test_a_child_dies_while_starting(tmp_path: Path) -> None:
     out = io.StringIO()
     specs = [
