@@ -24,6 +24,7 @@ from sanic.request import Request
 from sanic.response import HTTPResponse
 
 from connectors.body_limit import cap_bodies
+from connectors.draining import do_close_when_stopping
 from connectors.refusals import log_refusal
 
 logger = logging.getLogger(__name__)
@@ -81,6 +82,8 @@ class TokenRestInput(RestInput):
     def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:
         blueprint = super().blueprint(on_new_message)
         cap_bodies(blueprint, self.max_body_bytes)
+        # App-wide (every channel's answers): a stopping server drains, see connectors.draining.
+        do_close_when_stopping(blueprint)
 
         @blueprint.route("/ready", methods=["GET"])
         async def ready(request: Request) -> HTTPResponse:
