@@ -25,6 +25,7 @@ from sanic.response import HTTPResponse
 
 from connectors.body_limit import cap_bodies
 from connectors.draining import do_close_when_stopping
+from connectors.notices import notice
 from connectors.refusals import log_refusal
 
 logger = logging.getLogger(__name__)
@@ -80,7 +81,19 @@ class TokenRestInput(RestInput):
         return None
 
     def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:
-        blueprint = super().blueprint(on_new_message)
+        async def handle(message: UserMessage) -> None:
+            # A failed turn (Redis or the tracker store away, a crash mid-turn) gets
+            # the trouble notice, as on the other channels: Rasa's REST channel logs
+            # it and answers [], which a caller can't tell from a bot saying nothing.
+            try:
+                await on_new_message(message)
+            except Exception:
+                logger.exception("REST message of %s failed", message.sender_id)
+                await message.output_channel.send_text_message(
+                    message.sender_id, notice("trouble", message.text or "")
+                )
+
+        blueprint = super().blueprint(handle)
         cap_bodies(blueprint, self.max_body_bytes)
         # App-wide (every channel's answers): a stopping server drains, see connectors.draining.
         do_close_when_stopping(blueprint)

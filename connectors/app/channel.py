@@ -76,6 +76,10 @@ logger = logging.getLogger(__name__)
 
 # A retry with the same key within this time is recognised (apps retry within minutes).
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
+# A client_message_id being processed is held on a lease, renewed while its turn
+# runs: if the server dies mid-turn the lease lapses and the client's retry is
+# processed (a 24 h "processing" mark would have answered it 409 all day).
+PROCESSING_LEASE_SECONDS = 10
 # Used with fullmatch: "$" would let a trailing newline through.
 _CLIENT_MESSAGE_ID = re.compile(r"[A-Za-z0-9_.-]{1,100}")
 MAX_POLL_LIMIT = 500
@@ -251,7 +255,8 @@ class AppInput(InputChannel):
             try:
                 return await self._receive(request, claims, on_new_message)
             except RedisError:
-                return _unavailable()
+                # What to show the customer, as for a failed turn: the app has a text.
+                return _unavailable(notice("trouble", _text_of(request)))
 
         @blueprint.route("/messages", methods=["GET"])
         async def poll(request: Request) -> HTTPResponse:
@@ -369,7 +374,7 @@ class AppInput(InputChannel):
                 idempotency_key,
                 json.dumps({"status": "processing", "message_id": message_id}),
                 nx=True,
-                ex=IDEMPOTENCY_TTL_SECONDS,
+                ex=PROCESSING_LEASE_SECONDS,
             )
             if not reserved:
                 return await self._duplicate(redis, idempotency_key)
@@ -405,12 +410,18 @@ class AppInput(InputChannel):
         )
 
         async def turn() -> dict[str, Any]:
+            lease = None
+            if idempotency_key:
+                lease = asyncio.ensure_future(_renew_lease(redis, idempotency_key))
             try:
                 await on_new_message(user_message)
             except BaseException:
                 if idempotency_key:  # not processed: let the retry through
                     await redis.delete(idempotency_key)
                 raise
+            finally:
+                if lease is not None:
+                    lease.cancel()
             result = {
                 "message_id": message_id,
                 "replies": len(output.message_ids),
@@ -633,11 +644,32 @@ class AppInput(InputChannel):
         return self.verifier.leeway if self.verifier else 0.0
 
 
-def _unavailable() -> HTTPResponse:
+def _unavailable(message: str | None = None) -> HTTPResponse:
     logger.exception("app channel: Redis unavailable")
-    answer = _error(503, "unavailable", "the service is briefly unavailable; retry later")
+    extra = {"message": message} if message else {}
+    answer = _error(503, "unavailable", "the service is briefly unavailable; retry later", **extra)
     answer.headers["Retry-After"] = "5"
     return answer
+
+
+def _text_of(request: Request) -> str:
+    """The message's text if the body has one (only to pick the notice's language)."""
+    try:
+        body = json.loads(request.body or b"")
+    except (ValueError, RecursionError):  # bad JSON or encoding; "[[[[…"
+        return ""
+    text = body.get("text") if isinstance(body, dict) else None
+    return text if isinstance(text, str) else ""
+
+
+async def _renew_lease(redis: Any, key: str) -> None:
+    """Keep a client_message_id's "processing" mark while its turn runs."""
+    while True:
+        await asyncio.sleep(PROCESSING_LEASE_SECONDS / 3)
+        try:
+            await redis.expire(key, PROCESSING_LEASE_SECONDS)
+        except RedisError:  # the turn will fail or finish without it; the retry decides
+            logger.warning("could not renew the lease of %s", key)
 
 
 def _finished_turn(task: asyncio.Task[Any]) -> None:
