@@ -5,8 +5,10 @@ restarted by its operator) in the middle of conversations on every channel.
 What each customer must see: the reply, or a notice (never silence); and no
 message lost or answered twice once the client does what its channel's
 protocol says (REST: resend after an error; app: resend with the same
-client_message_id; WeChat: its servers resend the same MsgId; web: the widget
-resends what the history after reconnecting doesn't have).
+client_message_id; WeChat: its servers resend the same MsgId; web: the client
+resends what the history after reconnecting doesn't have; connectors/web/static/
+widget.js does not do that yet: a message whose turn died with Rasa vanishes
+from its screen when the history is redrawn, and the customer must retype it).
 
 The services here are this module's own (`bot run` with its own var dir), so
 killing their children disturbs no other test. The times measured are printed
