@@ -8,15 +8,22 @@ or app. That token is not the admin token of Rasa's HTTP API (BOT_API_TOKEN):
 a REST caller can talk as a customer, not read transcripts or replace the model.
 It is never taken from the URL, where proxies and access logs would keep it.
 
-Bodies are capped at `max_body_bytes` (64 KB) before they are read.
+Bodies are capped at `max_body_bytes` (64 KB) before they are read, and
+checked before anything reaches the bot (`check_body`): a JSON object whose
+`sender` is printable text, `message` non-blank text and `metadata`, if any, an
+object of bounded depth; anything else is a 400 that says which. (Stock Rasa
+answered an empty or non-object body with a 500, passed a list or a number on
+as the message, and took a missing sender as a new random conversation.)
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
+from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
+import orjson
 from rasa.core.channels.channel import UserMessage
 from rasa.core.channels.rest import RestInput
 from sanic import Blueprint, response
@@ -31,6 +38,60 @@ from connectors.refusals import log_refusal
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
+MAX_SENDER_CHARS = 256
+# Deeper metadata is no caller's real need, and Rasa copies it recursively.
+MAX_METADATA_DEPTH = 32
+
+
+class BadBody(ValueError):
+    """The body is not a message this channel takes; the text says why."""
+
+
+@dataclass(frozen=True)
+class RestMessage:
+    sender: str
+    text: str
+    metadata: dict[str, Any] | None
+
+
+def _depth(value: Any, limit: int) -> int:
+    """How deeply `value` nests (JSON containers), counting no further than `limit` + 1."""
+    deepest, level = 0, [value]
+    while level and deepest <= limit:
+        containers = [v for v in level if isinstance(v, (dict, list))]
+        if not containers:
+            break
+        deepest += 1
+        level = [c for v in containers for c in (v.values() if isinstance(v, dict) else v)]
+    return deepest
+
+
+def check_body(body: bytes) -> RestMessage:
+    """The message in a REST request's body, or BadBody."""
+    usage = 'the body must be a JSON object: {"sender": "...", "message": "..."}'
+    try:
+        # orjson: strict JSON (no NaN), UTF-8 only, no lone surrogates, depth-limited.
+        data = orjson.loads(body or b"")
+    except orjson.JSONDecodeError:
+        raise BadBody(usage) from None
+    if not isinstance(data, dict):
+        raise BadBody(usage)
+    sender, text, metadata = data.get("sender"), data.get("message"), data.get("metadata")
+    if not (
+        isinstance(sender, str) and 0 < len(sender) <= MAX_SENDER_CHARS
+        and sender.isprintable() and sender.strip()
+    ):
+        raise BadBody(f"sender must be 1 to {MAX_SENDER_CHARS} printable characters")
+    if not isinstance(text, str) or not text.strip():
+        raise BadBody("message must be non-blank text")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise BadBody("metadata must be a JSON object")
+    if metadata is not None and _depth(metadata, MAX_METADATA_DEPTH) > MAX_METADATA_DEPTH:
+        raise BadBody(f"metadata nests deeper than {MAX_METADATA_DEPTH} levels")
+    if data.get("input_channel") not in (None, "rest"):
+        # Stock Rasa let the caller name the channel a message came from.
+        raise BadBody("input_channel can only be rest")
+    return RestMessage(sender, text, metadata)
 
 
 def bearer_token(request: Request) -> str | None:
@@ -45,7 +106,9 @@ def check_token(given: str | None, expected: str | None) -> bool:
     """Constant-time: how much of a guess matches must not show in the timing."""
     if not given or not expected:
         return False
-    return hmac.compare_digest(given.encode(), expected.encode())
+    # surrogateescape: Sanic decodes a header's non-UTF-8 bytes to lone surrogates,
+    # which a plain encode() raised on (a 500 and a traceback per request).
+    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode())
 
 
 class TokenRestInput(RestInput):
@@ -80,6 +143,19 @@ class TokenRestInput(RestInput):
             return "wrong REST token"
         return None
 
+    # Rasa's receive handler reads the message through these: the checked one.
+    async def _extract_sender(self, req: Request) -> str | None:
+        return req.ctx.rest_message.sender
+
+    def _extract_message(self, req: Request) -> str | None:
+        return req.ctx.rest_message.text
+
+    def _extract_input_channel(self, req: Request) -> str:
+        return self.name()
+
+    def get_metadata(self, request: Request) -> dict[str, Any] | None:
+        return request.ctx.rest_message.metadata
+
     def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:
         async def handle(message: UserMessage) -> None:
             # A failed turn (Redis or the tracker store away, a crash mid-turn) gets
@@ -111,11 +187,16 @@ class TokenRestInput(RestInput):
             if request.method != "POST":
                 return None
             reason = self._refusal(request)
-            if reason is None:
-                return None
-            log_refusal(logger, reason, "REST request refused: %s", reason)
-            return response.json(
-                {"error": reason}, status=401, headers={"WWW-Authenticate": "Bearer"}
-            )
+            if reason is not None:
+                log_refusal(logger, reason, "REST request refused: %s", reason)
+                return response.json(
+                    {"error": reason}, status=401, headers={"WWW-Authenticate": "Bearer"}
+                )
+            try:
+                request.ctx.rest_message = check_body(request.body)
+            except BadBody as bad:
+                log_refusal(logger, "bad_body", "REST request refused: %s", bad)
+                return response.json({"error": str(bad)}, status=400)
+            return None
 
         return blueprint

@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 
 from bot.privacy import PersonalDataFilter, mask_personal_data, mask_phone_number
-from tests.conftest import ROOT, Service, base_env
+from tests.conftest import ROOT, WECHAT_AES_KEY, WECHAT_TOKEN, Service, base_env
+from tests.fake_wechat import WeChatCaller, message_xml, new_openid
 
 PHONE = "13812345678"
 MASKED = "138****5678"
@@ -285,9 +286,17 @@ def test_the_running_service_leaves_no_phone_number_in_var_log(service: Service)
     # Ordinary messages: at the default level nothing of them should be logged at all.
     service.say("privacy-1", f"我的手机号是{PHONE}，邮箱 zhang.san@example.com")
     service.say("privacy-1", f"my card is 6222 0212 3456 7890 and my phone +86 {PHONE}")
-    # Messages that do reach the logs at the default level. Rasa: a message its
-    # REST channel can't process is logged with its text (rest.message.received.failure).
-    assert service.post("/webhooks/rest/webhook", {"sender": "privacy-2", "message": [PHONE]}) == []
+    # Messages that could reach the logs at the default level. Rasa logged a message
+    # its REST channel couldn't process with its text (rest.message.received.failure);
+    # the channel now refuses it first, with a reason that quotes nothing of it.
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        service.post("/webhooks/rest/webhook", {"sender": "privacy-2", "message": [PHONE]})
+    assert refused.value.code == 400
+    # A WeChat menu key the channel doesn't know is logged (a warning, with the key).
+    caller = WeChatCaller(f"{service.url}/webhooks/wechat/webhook", WECHAT_TOKEN, WECHAT_AES_KEY)
+    click = message_xml(new_openid(), "event", Event="CLICK", EventKey=f"menu {PHONE}")
+    clicked = caller.post(click)
+    assert clicked.is_success, clicked
     # The action server: a call for an action it doesn't know names it in an error.
     actions_log = (log_dir / "actions.log").read_text()
     port = re.search(r"up and running on http://[\d.]+:(\d+)", actions_log)

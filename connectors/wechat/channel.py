@@ -46,6 +46,7 @@ from connectors.identity import Identity
 from connectors.limits import Limits, RateLimiter
 from connectors.notices import media_notice, notice
 from connectors.push import PushError
+from connectors.refusals import log_refusal
 from connectors.rich import language_of
 from connectors.wechat.api import DEFAULT_API_BASE_URL, WeChatAPI
 from connectors.wechat.claims import (
@@ -266,7 +267,8 @@ class WeChatInput(InputChannel):
         return blueprint
 
     def _refused(self, refused: Refused) -> HTTPResponse:
-        logger.warning("refused a WeChat webhook request: %s", refused.reason)
+        # One line per kind a minute: a flood of bad requests can't fill the disk.
+        log_refusal(logger, refused.code, "refused a WeChat webhook request: %s", refused.summary)
         return response.json({"error": refused.reason}, status=refused.status)
 
     def _reply(self, inbound: Inbound, text: str) -> HTTPResponse:
@@ -289,7 +291,10 @@ class WeChatInput(InputChannel):
             if await redis.set(key, message, nx=True, ex=2 * MAX_CLOCK_SKEW_SECONDS):
                 continue
             if await redis.get(key) != message:
-                raise Refused(403, f"this {name} was already used for another message")
+                raise Refused(
+                    403, f"this {name} was already used for another message",
+                    code="signature_reused",
+                )
 
     # --- one message ----------------------------------------------------------------------
 
@@ -542,4 +547,4 @@ async def _read_body(request: Request) -> bytes:
     try:
         return b"".join([chunk async for chunk in request.stream])
     except PayloadTooLarge:
-        raise Refused(400, f"body larger than {MAX_BODY_BYTES} bytes") from None
+        raise Refused(400, f"body larger than {MAX_BODY_BYTES} bytes", code="too_large") from None

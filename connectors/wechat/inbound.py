@@ -36,11 +36,17 @@ _DIGITS = re.compile(r"[0-9]{1,20}")
 
 
 class Refused(Exception):
-    """The request is not processed; `status` and `reason` say why."""
+    """The request is not processed; `status` and `reason` say why.
 
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status, self.reason = status, reason
+    `code` names the kind (a fixed word: the refusal log's key) and `summary`
+    is the reason without `detail`, which may quote the request (a parser's
+    message): the answer tells the caller everything, the log line only the
+    summary."""
+
+    def __init__(self, status: int, reason: str, *, code: str, detail: str = "") -> None:
+        self.status, self.code, self.summary = status, code, reason
+        self.reason = f"{reason}: {detail}" if detail else reason
+        super().__init__(self.reason)
 
 
 @dataclass(frozen=True)
@@ -87,9 +93,12 @@ def signature_ok(given: str | None, *parts: str) -> bool:
 def _signed_query(args: Mapping[str, str], token: str, now: float) -> tuple[str, str]:
     timestamp, nonce = args.get("timestamp") or "", args.get("nonce") or ""
     if not timestamp or not nonce:
-        raise Refused(403, "missing timestamp or nonce")
+        raise Refused(403, "missing timestamp or nonce", code="no_timestamp")
     if not _DIGITS.fullmatch(timestamp) or abs(now - int(timestamp)) > MAX_CLOCK_SKEW_SECONDS:
-        raise Refused(403, f"stale or bad timestamp (more than {MAX_CLOCK_SKEW_SECONDS} s off)")
+        raise Refused(
+            403, f"stale or bad timestamp (more than {MAX_CLOCK_SKEW_SECONDS} s off)",
+            code="bad_timestamp",
+        )
     return timestamp, nonce
 
 
@@ -97,27 +106,37 @@ def verify_url(args: Mapping[str, str], token: str, now: float | None = None) ->
     """GET URL verification: the echostr to answer with."""
     timestamp, nonce = _signed_query(args, token, time.time() if now is None else now)
     if not signature_ok(args.get("signature"), token, timestamp, nonce):
-        raise Refused(403, "bad signature")
+        raise Refused(403, "bad signature", code="bad_signature")
     echostr = args.get("echostr")
     if not echostr:
-        raise Refused(400, "echostr is missing")
+        raise Refused(400, "echostr is missing", code="no_echostr")
     return echostr
 
 
 def parse_xml(data: bytes) -> Element:
     if len(data) > MAX_BODY_BYTES:
-        raise Refused(400, f"body larger than {MAX_BODY_BYTES} bytes")
+        raise Refused(400, f"body larger than {MAX_BODY_BYTES} bytes", code="too_large")
     try:
         root = fromstring(data, forbid_dtd=True, forbid_entities=True, forbid_external=True)
     except DefusedXmlException as error:
         raise Refused(
-            400, f"XML with a DTD or entities is not accepted ({type(error).__name__})"
+            400, f"XML with a DTD or entities is not accepted ({type(error).__name__})",
+            code="xml_dtd",
         ) from None
     except (ParseError, ValueError) as error:
-        raise Refused(400, f"malformed XML: {error}") from None
+        raise Refused(400, "malformed XML", code="xml_malformed", detail=str(error)) from None
     if root.tag != "xml":
-        raise Refused(400, "the root element must be <xml>")
+        raise Refused(400, "the root element must be <xml>", code="xml_root")
     return root
+
+
+def check_no_repeats(root: Element) -> None:
+    """WeChat never sends an element twice. Two <FromUserName>s: which is the
+    sender? This module read the last, wechatpy (the reply's addressee) both;
+    two <Encrypt>s: the signature was checked on the first."""
+    tags = [child.tag for child in root]
+    if len(set(tags)) != len(tags):
+        raise Refused(400, "an element appears twice", code="field_repeated")
 
 
 def read_message(
@@ -133,39 +152,49 @@ def read_message(
     encrypted = args.get("encrypt_type") == "aes"
     if encrypted:
         if crypto is None:
-            raise Refused(403, "an encrypted message, but no encoding_aes_key is configured")
-        encrypt = parse_xml(body).findtext("Encrypt") or ""
+            raise Refused(
+                403, "an encrypted message, but no encoding_aes_key is configured",
+                code="no_aes_key",
+            )
+        envelope = parse_xml(body)
+        check_no_repeats(envelope)
+        encrypt = envelope.findtext("Encrypt") or ""
         msg_signature = args.get("msg_signature")
         if not signature_ok(msg_signature, token, timestamp, nonce, encrypt):
-            raise Refused(403, "bad msg_signature")
+            raise Refused(403, "bad msg_signature", code="bad_msg_signature")
         if not encrypt:
-            raise Refused(400, "no <Encrypt> in the envelope")
+            raise Refused(400, "no <Encrypt> in the envelope", code="no_encrypt")
         try:
             # Checked above in constant time; wechatpy checks it again (harmlessly).
             plain = crypto.decrypt_message({"Encrypt": encrypt}, msg_signature, timestamp, nonce)
         except InvalidAppIdException:
-            raise Refused(403, "the message is for another app id") from None
+            raise Refused(403, "the message is for another app id", code="app_id") from None
         except Exception:  # bad base64, padding or length: not WeChat's ciphertext
-            raise Refused(400, "could not decrypt the message (check encoding_aes_key)") from None
+            raise Refused(
+                400, "could not decrypt the message (check encoding_aes_key)", code="decrypt"
+            ) from None
         data = plain.encode("utf-8") if isinstance(plain, str) else plain
     else:
         if not signature_ok(args.get("signature"), token, timestamp, nonce):
-            raise Refused(403, "bad signature")
+            raise Refused(403, "bad signature", code="bad_signature")
         data = body
     root = parse_xml(data)
+    check_no_repeats(root)
     fields = {child.tag: (child.text or "").strip() for child in root}
     for name in ("MsgType", "FromUserName", "ToUserName"):
         if not fields.get(name):
-            raise Refused(400, f"<{name}> is missing")
+            raise Refused(400, f"<{name}> is missing", code="field_missing")
     if not _OPENID.fullmatch(fields["FromUserName"]):
-        raise Refused(400, "<FromUserName> is not an OpenID")
+        raise Refused(400, "<FromUserName> is not an OpenID", code="bad_openid")
     for name in ("MsgId", "CreateTime"):
         if fields.get(name) and not _DIGITS.fullmatch(fields[name]):
-            raise Refused(400, f"<{name}> is not a number")
+            raise Refused(400, f"<{name}> is not a number", code="not_a_number")
     try:
         message = parse_message(data.decode("utf-8"))
     except Exception as error:  # xmltodict or wechatpy choking on odd content
-        raise Refused(400, f"not a WeChat message ({type(error).__name__})") from None
+        raise Refused(
+            400, f"not a WeChat message ({type(error).__name__})", code="not_a_message"
+        ) from None
     return Inbound(message, fields, encrypted, nonce)
 
 

@@ -56,10 +56,10 @@ def check_mode(mode: str, args: Mapping[str, str]) -> None:
     if mode == SAFE and not encrypted:
         raise Refused(
             403, "a plain message, but the channel is in safe mode: only encrypted "
-            "messages (encrypt_type=aes) are accepted"
+            "messages (encrypt_type=aes) are accepted", code="plain_in_safe_mode",
         )
     if mode == PLAIN and encrypted:
         raise Refused(
             403, "an encrypted message, but the channel is in plain mode "
-            "(WECHAT_ENCRYPTION_MODE)"
+            "(WECHAT_ENCRYPTION_MODE)", code="encrypted_in_plain_mode",
         )
