@@ -37,7 +37,10 @@ def provided_tokens(request: Any) -> list[str]:
 def check_admin_token(request: Any, token: str) -> bool:
     """Constant time for each offered token (at most two)."""
     expected = token.encode()
-    matches = [hmac.compare_digest(given.encode(), expected) for given in provided_tokens(request)]
+    # Sanic decodes header bytes that aren't UTF-8 as surrogates: keep them as bytes
+    # (a refusal), not an encoding error (a 500).
+    matches = [hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected)
+               for given in provided_tokens(request)]
     return any(matches)
 
 

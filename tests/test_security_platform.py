@@ -220,6 +220,7 @@ def test_the_admin_token_works_in_a_header(service: Service) -> None:
         {"Authorization": f"Bearer {TOKEN}x"},
         {"Authorization": f"Basic {TOKEN}"},
         {"Authorization": "Bearer "},
+        {"Authorization": "Bearer \x80\xff"},  # not UTF-8 on the wire (latin-1 bytes)
         "?token=",
         f"?token={TOKEN.upper()}",
         {},

@@ -225,3 +225,28 @@ def test_bot_codes_shows_what_the_development_sender_sent(tmp_path: Path) -> Non
     # The number masked (it's a log), the code readable (that's what it is for).
     assert shown.returncode == 0 and "to 138****1234: 您的验证码是 123456" in shown.stdout
     assert "13800001234" not in (tmp_path / "log" / "sms.log").read_text()
+
+
+def test_sqlite_connections_are_kept_and_a_callers_pool_is_respected(tmp_path: Path) -> None:
+    from sqlalchemy import text
+    from sqlalchemy.pool import NullPool, QueuePool
+
+    url = f"sqlite:///{tmp_path / 'kept.db'}"
+    kept = database.create(url)
+    try:
+        # The action server's sessions reuse connections (NullPool reconnected
+        # and re-ran the pragmas for each), and each has the pragmas.
+        assert isinstance(kept.pool, QueuePool)
+        with kept.connect() as connection:
+            assert connection.execute(text("PRAGMA foreign_keys")).scalar() == 1
+            assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+    finally:
+        kept.dispose()
+    # A caller choosing its own pool (the web channel's retention sweep) gets it.
+    once = database.create(url, poolclass=NullPool)
+    try:
+        assert isinstance(once.pool, NullPool)
+        with once.connect() as connection:
+            assert connection.execute(text("SELECT 1")).scalar() == 1
+    finally:
+        once.dispose()

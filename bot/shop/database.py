@@ -36,7 +36,8 @@ def create(url: str, **options: Any) -> Engine:
         url = "postgresql://" + url[len("postgres://"):]
     if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
         Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-    if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
+    if (url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:")
+            and "poolclass" not in options):
         # SQLAlchemy 1.4 opens a new SQLite connection per session (NullPool),
         # with our pragmas each time: a third of the action server's CPU per
         # turn under load. Connections are kept instead; a file has nothing to
@@ -45,7 +46,7 @@ def create(url: str, **options: Any) -> Engine:
         options.setdefault("pool_size", 4)
         options.setdefault("max_overflow", 8)
         options.setdefault("connect_args", {"check_same_thread": False})
-    else:
+    elif not url.startswith("sqlite"):
         options.setdefault("pool_pre_ping", True)
     engine = create_engine(url, future=True, **options)
     if engine.dialect.name == "sqlite":
