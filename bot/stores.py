@@ -179,7 +179,8 @@ WAKE_TTL_MS = 60_000
 # JSON strings in a JSON list), so it is also one round trip instead of five.
 # KEYS: the lock, then the prefix of its wake lists (one per ticket number).
 # ARGV: operation, now (the caller's clock, as Rasa's tickets use), the
-# conversation id, then the lifetime (issue, take) or the ticket number.
+# conversation id, then the lifetime (issue, take) or the ticket number, the
+# wake list's time to live, and (poll) the lifetime of a ticket taken again.
 # `take` is `issue` that also answers whether the new ticket is served at once
 # (no other turn of the conversation running: nearly always), saving a `poll`.
 _LOCK_SCRIPT = """
@@ -207,9 +208,20 @@ if op == 'issue' or op == 'take' then
     redis.call('DEL', KEYS[2] .. tostring(result))
   end
 elseif op == 'poll' then
-  local serving = 0
-  if #tickets > 0 then serving = tickets[1].number end
-  if serving == tonumber(ARGV[4]) then
+  local mine = tonumber(ARGV[4])
+  local held = false
+  for _, t in ipairs(tickets) do
+    if t.number == mine then held = true break end
+  end
+  if #tickets == 0 then
+    -- Every ticket expired, ours too (it waited out a dead holder's lifetime):
+    -- the lock is free, so ours is taken again rather than waited on for ever.
+    table.insert(tickets, {number = mine, expires = now + tonumber(ARGV[6])})
+    held = true
+  end
+  if not held then
+    result = -1  -- ours expired while a later ticket lives: gone, as Rasa says
+  elseif tickets[1].number == mine then
     result = 1
     redis.call('DEL', KEYS[2] .. ARGV[4])
   end
@@ -293,8 +305,9 @@ class RedisURLLockStore(RedisLockStore):
     def _wake_prefix(self, conversation_id: str) -> str:
         return f"{self.key_prefix}wake:{conversation_id}:"
 
-    def _args(self, operation: str, conversation_id: str, value: float) -> list[Any]:
-        return [operation, repr(time.time()), conversation_id, value, WAKE_TTL_MS]
+    def _args(self, operation: str, conversation_id: str, value: float,
+              lifetime: float = LOCK_LIFETIME) -> list[Any]:
+        return [operation, repr(time.time()), conversation_id, value, WAKE_TTL_MS, lifetime]
 
     def _run(self, operation: str, conversation_id: str, value: float) -> int:
         try:
@@ -303,11 +316,12 @@ class RedisURLLockStore(RedisLockStore):
         except redis.RedisError as error:
             raise LockError(f"Lock store error ({operation}): {error}") from error
 
-    async def _run_async(self, operation: str, conversation_id: str, value: float) -> int:
+    async def _run_async(self, operation: str, conversation_id: str, value: float,
+                         lifetime: float = LOCK_LIFETIME) -> int:
         try:
             return int(await self._async_script()(
                 keys=self._keys(conversation_id),
-                args=self._args(operation, conversation_id, value)))
+                args=self._args(operation, conversation_id, value, lifetime)))
         except redis.RedisError as error:
             raise LockError(f"Lock store error ({operation}): {error}") from error
 
@@ -334,7 +348,7 @@ class RedisURLLockStore(RedisLockStore):
             wait = min(wait_time_in_seconds, LOCK_POLL_SECONDS)
             while not serving:
                 await self._woken(f"{self._wake_prefix(conversation_id)}{ticket}", wait)
-                serving = await self._run_async("poll", conversation_id, ticket)
+                serving = await self._run_async("poll", conversation_id, ticket, lock_lifetime)
                 if serving < 0:  # the lock expired and is gone
                     raise LockError(
                         f"Could not acquire lock for conversation_id '{conversation_id}'."

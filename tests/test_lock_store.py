@@ -100,3 +100,40 @@ def test_a_waiting_turn_is_woken_when_the_lock_is_let_go() -> None:
     assert LOCK_POLL_SECONDS >= 1.0
     assert acquired_at[0] - released_at[0] < 0.25, acquired_at[0] - released_at[0]
     assert not redis.Redis.from_url(URL).keys("*"), "the lock and its wake lists are gone"
+
+
+def test_a_turn_queued_behind_a_dead_holder_is_served_when_both_tickets_lapse() -> None:
+    """A Rasa killed mid-turn never lets go; its ticket lapses after its lifetime.
+    A message that queued within a second of it got a ticket lapsing in the same
+    poll interval: the lock then held no ticket, and the waiter was told "not
+    yet" for ever (the soak's kill -9 run: 6 messages stuck until the client
+    gave up). It is served once the lock is free."""
+    import asyncio
+    import time
+
+    from rasa.utils.endpoints import EndpointConfig
+
+    from bot.stores import RedisURLLockStore
+
+    client = redis.Redis.from_url(URL)
+    client.flushdb()
+
+    async def main() -> float:
+        store = RedisURLLockStore(EndpointConfig(url=URL))
+        dead, _ = await store._take("web:v-dead", 2.0)  # taken, never let go
+        assert dead == 0
+        await asyncio.sleep(0.3)
+        began = time.monotonic()
+        async with store.lock("web:v-dead", lock_lifetime=2.0, wait_time_in_seconds=1):
+            waited = time.monotonic() - began
+        # Let go properly: the lock is gone and a new turn is served at once.
+        async with store.lock("web:v-dead", lock_lifetime=2.0):
+            pass
+        return waited
+
+    try:
+        waited = asyncio.run(asyncio.wait_for(main(), 20))
+        assert 1.5 <= waited <= 5, waited  # the dead ticket's lifetime, then served
+        assert not client.exists("lock:web:v-dead")
+    finally:
+        client.flushdb()
