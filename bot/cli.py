@@ -18,7 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot.privacy import install_log_masking
-from bot.redis_server import EmbeddedRedis, RedisUnavailable, free_port, mask_url, ping_url
+from bot.redis_server import (
+    EmbeddedRedis,
+    RedisUnavailable,
+    free_port,
+    mask_url,
+    ping_url,
+    release_conversation_locks,
+)
 from bot.settings import Settings, get_settings
 from bot.supervisor import (
     ChildSpec,
@@ -619,6 +626,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         ]
         # One that crashes is started again; the others reconnect to it meanwhile.
         children = [dataclasses.replace(spec, restart=True) for spec in children]
+        if redis.spec:  # embedded: this run's Rasa is the only one taking its locks
+            embedded_url = redis.url
+            children = [
+                dataclasses.replace(
+                    spec, before_restart=lambda: release_conversation_locks(embedded_url))
+                if spec.name == "rasa" else spec
+                for spec in children
+            ]
 
         def summary() -> None:
             rasa_url = f"http://{_local(settings.host)}:{settings.rasa_port}"

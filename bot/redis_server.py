@@ -100,6 +100,29 @@ def ping_url(url: str, timeout: float = 3.0) -> None:
 CONFIG_FILE = "redis.conf"
 
 
+# Rasa's RedisLockStore keys (rasa.core.lock_store.DEFAULT_REDIS_LOCK_STORE_KEY_PREFIX;
+# bot.stores' wake lists live under it too). Not imported: that loads Rasa.
+LOCK_KEY_PREFIX = "lock:"
+
+
+def release_conversation_locks(url: str) -> int:
+    """Deletes every conversation lock (and wake list) in the Redis at `url`.
+
+    Only for a Redis that one Rasa server alone uses (the embedded one), after
+    that server died: the turns it was serving never let go, and their
+    conversations would wait out the tickets' lifetime (60 s) before the
+    restarted server answered them. Returns how many keys went.
+    """
+    client = redis.Redis.from_url(url, socket_timeout=5)
+    try:
+        keys = list(client.scan_iter(match=f"{LOCK_KEY_PREFIX}*", count=500))
+        if keys:
+            client.delete(*keys)
+        return len(keys)
+    finally:
+        client.close()
+
+
 def _new_password() -> str:
     return secrets.token_urlsafe(32)
 

@@ -79,6 +79,9 @@ class ChildSpec:
     foreground: bool = False
     # Started again when it exits on its own (see RESTART_LIMIT).
     restart: bool = False
+    # Run before each restart, e.g. to let go of what the dead process held.
+    # A failure is reported and the restart goes on.
+    before_restart: Callable[[], None] | None = None
 
 
 # --- processes -------------------------------------------------------------
@@ -613,6 +616,11 @@ class Supervisor:
                 if trap.stop_requested:
                     raise _Stop
                 time.sleep(_POLL)
+            if child.spec.before_restart is not None:
+                try:
+                    child.spec.before_restart()
+                except Exception as error:  # the restart matters more
+                    self.say(f"{child.name}: before restarting: {error}")
             try:
                 child.start()
             except OSError as error:

@@ -51,7 +51,7 @@ from tests.web_client import WebClient
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio]
 
-TURN = 120.0  # a turn after a restart may wait out a dead process's lock ticket (60 s)
+TURN = 120.0  # generous: a restart on a loaded machine; bot run lets go of a dead Rasa's locks
 TROUBLE = ("系统繁忙", "something went wrong")  # connectors.notices "trouble"
 # utter_technical_trouble (the dialogue's apology when an action failed)
 APOLOGY = ("开了个小差", "went wrong on our side just now")

@@ -120,3 +120,22 @@ def test_ping_url_ok(tmp_path: Path) -> None:
 )
 def test_mask_url(url: str, shown: str) -> None:
     assert mask_url(url) == shown
+
+
+def test_a_dead_rasas_conversation_locks_are_released() -> None:
+    from rasa.core.lock_store import DEFAULT_REDIS_LOCK_STORE_KEY_PREFIX
+
+    from bot.redis_server import LOCK_KEY_PREFIX, release_conversation_locks
+
+    assert LOCK_KEY_PREFIX == DEFAULT_REDIS_LOCK_STORE_KEY_PREFIX
+    url = f"redis://127.0.0.1:6379/{os.environ.get('TEST_LOCK_REDIS_DB', '9')}"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    try:
+        client.set("lock:web:v-1", '{"conversation_id": "web:v-1", "tickets": []}')
+        client.rpush("lock:wake:web:v-1:3", 1)
+        client.set("web:visitor:v-1", "kept")
+        assert release_conversation_locks(url) == 2
+        assert client.keys("*") == [b"web:visitor:v-1"]
+    finally:
+        client.flushdb()

@@ -519,3 +519,26 @@ def test_api_token_is_generated_once_and_private(tmp_path: Path) -> None:
     assert (tmp_path / "var" / "api_token").stat().st_mode & 0o777 == 0o600
     assert api_token(settings) == (token, where)  # stable across restarts
     assert api_token(replace(settings, api_token="from-env")) == ("from-env", "BOT_API_TOKEN")
+
+
+def test_before_restart_runs_before_each_restart_and_may_fail(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import bot.supervisor as supervisor
+
+    monkeypatch.setattr(supervisor, "RESTART_PAUSES", (0.0,))
+    calls: list[int] = []
+
+    def release() -> None:  # what `bot run` does for Rasa: let go of its locks
+        calls.append(len(calls))
+        if len(calls) == 2:
+            raise RuntimeError("Redis is away")
+
+    out = io.StringIO()
+    specs = [ChildSpec(name="flaky", argv=[sys.executable, "-c", DIES, "0.1"], restart=True,
+                       before_restart=release)]
+    assert Supervisor(specs, tmp_path / "log", out).run() == 1
+    text = out.getvalue()
+    # Once before every restart, and a failing one doesn't stop the restart.
+    assert len(calls) == supervisor.RESTART_LIMIT == text.count("restarting it")
+    assert "flaky: before restarting: Redis is away" in text
