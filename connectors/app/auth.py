@@ -33,11 +33,16 @@ DEFAULT_MAX_LIFETIME_SECONDS = 3600.0
 # Printable, no whitespace: the subject becomes part of Redis keys and the
 # conversation id, and shows up in logs and the agent desk.
 # Used with fullmatch: "$" would let a trailing newline through.
-_SUBJECT = re.compile(r"[^\s\x00-\x1f\x7f]{1,128}")
+_SUBJECT = re.compile(r"[^\s\x00-\x1f\x7f\ud800-\udfff]{1,128}")
 
 
 class BadToken(Exception):
-    """The token was refused; the text says why (safe to show the app developer)."""
+    """The token was refused; the text says why (safe to show the app developer),
+    `code` in a word (for logs: never anything from the token)."""
+
+    def __init__(self, message: str, code: str = "invalid") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass(frozen=True)
@@ -112,14 +117,22 @@ class JwtVerifier:
         """The customer a token speaks for, or BadToken."""
         token = (token or "").strip()
         if not token:
-            raise BadToken("missing token")
+            raise BadToken("missing token", "missing")
+        # A JWT is ASCII: PyJWT would fail on a lone surrogate with an error of its own.
+        if not token.isascii():
+            raise BadToken("malformed token", "malformed")
         try:
             header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError:
-            raise BadToken("malformed token") from None
-        if header.get("alg") != self.algorithm:
+            raise BadToken("malformed token", "malformed") from None
+        alg = header.get("alg")
+        if alg != self.algorithm:
+            # Echoed only when it looks like an algorithm's name: it is the sender's text.
+            named = isinstance(alg, str) and len(alg) <= 16 and alg.isalnum()
             raise BadToken(
-                f"token algorithm {header.get('alg')!r} is not accepted; expected {self.algorithm}"
+                f"token algorithm {alg!r} is not accepted; expected {self.algorithm}"
+                if named else f"token algorithm is not accepted; expected {self.algorithm}",
+                "algorithm",
             )
         required = ["exp", "iat", "sub", "aud"] + (["iss"] if self.issuer else [])
         options = {"require": required, "verify_aud": True}
@@ -134,24 +147,27 @@ class JwtVerifier:
                 leeway=self.leeway,
             )
         except jwt.ExpiredSignatureError:
-            raise BadToken("token expired") from None
+            raise BadToken("token expired", "expired") from None
         except jwt.InvalidSignatureError:
-            raise BadToken("bad token signature") from None
+            raise BadToken("bad token signature", "signature") from None
         except jwt.MissingRequiredClaimError as error:
-            raise BadToken(f"token lacks the {error.claim!r} claim") from None
+            raise BadToken(f"token lacks the {error.claim!r} claim", "claims") from None
         except jwt.InvalidAudienceError:
-            raise BadToken(f"token audience (aud) is not {self.audience!r}") from None
+            raise BadToken(f"token audience (aud) is not {self.audience!r}", "audience") from None
         except jwt.InvalidTokenError as error:
             raise BadToken(f"invalid token: {error}") from None
         # PyJWT has checked both are numbers and that iat is not in the future.
         lifetime = int(claims["exp"]) - int(claims["iat"])
         if lifetime > self.max_lifetime:
             raise BadToken(
-                f"token lifetime (exp - iat) of {lifetime} s exceeds {self.max_lifetime:g} s"
+                f"token lifetime (exp - iat) of {lifetime} s exceeds {self.max_lifetime:g} s",
+                "lifetime",
             )
         subject = claims["sub"]
         if not isinstance(subject, str) or not _SUBJECT.fullmatch(subject):
-            raise BadToken("token subject must be 1–128 printable characters without spaces")
+            raise BadToken(
+                "token subject must be 1–128 printable characters without spaces", "subject"
+            )
         return Claims(
             subject,
             float(claims["exp"]),

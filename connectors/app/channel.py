@@ -68,9 +68,11 @@ from sanic.response import HTTPResponse
 from connectors.app.auth import BadToken, Claims, JwtVerifier, bearer_token
 from connectors.app.outbox import AppOutput, BadCursor, Outbox, OutboxConfig, check_since
 from connectors.app.sockets import SocketLimits, client_address
+from connectors.body_limit import cap_bodies
 from connectors.history import transcript
 from connectors.limits import Limits, RateLimiter
 from connectors.notices import notice
+from connectors.refusals import log_refusal
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +99,21 @@ WS_CHANNEL_OFF = 4503
 WS_SERVER_ERROR = 1011
 
 _turns: set[asyncio.Task[Any]] = set()  # turns that outlive a dropped request
+# What json.loads raises on a stranger's bytes: bad JSON or encoding (ValueError),
+# and nesting deeper than the parser's stack ("[[[[…", RecursionError).
+_NOT_JSON = (ValueError, RecursionError)
+
+
+def _is_text(value: Any) -> bool:
+    """A string that is Unicode text: JSON's "\\ud800" decodes to a lone surrogate,
+    which neither Redis nor the tracker store can encode (the turn failed, a 500)."""
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _error(status: int, error: str, detail: str, **extra: Any) -> HTTPResponse:
@@ -227,7 +244,7 @@ class AppInput(InputChannel):
     def _claims(self, token: str | None) -> Claims:
         assert self.verifier is not None
         if not token:
-            raise BadToken("missing token: send Authorization: Bearer <jwt>")
+            raise BadToken("missing token: send Authorization: Bearer <jwt>", "missing")
         return self.verifier.verify(token)
 
     def _off(self) -> HTTPResponse:
@@ -239,13 +256,15 @@ class AppInput(InputChannel):
         try:
             return self._claims(bearer_token(request.headers.get("Authorization")))
         except BadToken as error:
-            logger.info("app request refused: %s", error)
+            _log_refused("request", error)
             return _error(401, "unauthorized", str(error))
 
     # --- routes ---------------------------------------------------------------
 
     def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:
         blueprint = Blueprint("app_channel", __name__)
+        # Refused (413) before Sanic reads them, not after buffering up to its 100 MB.
+        cap_bodies(blueprint, self.max_body_bytes)
 
         @blueprint.route("/messages", methods=["POST"])
         async def send(request: Request) -> HTTPResponse:
@@ -332,12 +351,12 @@ class AppInput(InputChannel):
             return _error(413, "too_large", f"the request body exceeds {self.max_body_bytes} bytes")
         try:
             body = json.loads(request.body or b"")
-        except (ValueError, UnicodeDecodeError):
+        except _NOT_JSON:
             return _error(400, "bad_request", 'the body must be JSON: {"text": "..."}')
         if not isinstance(body, dict):
             return _error(400, "bad_request", "the body must be a JSON object")
         text = body.get("text")
-        if not isinstance(text, str) or not text.strip():
+        if not _is_text(text) or not text.strip():
             return _error(400, "bad_request", "text is required (a non-empty string)")
         if self.limits.too_long(text):
             limit = self.limits.max_message_chars
@@ -360,7 +379,7 @@ class AppInput(InputChannel):
             )
         display_text = body.get("display_text")
         if display_text is not None and (
-            not isinstance(display_text, str) or self.limits.too_long(display_text)
+            not _is_text(display_text) or self.limits.too_long(display_text)
         ):
             return _error(400, "bad_request", "display_text must be a string no longer than text")
 
@@ -473,6 +492,7 @@ class AppInput(InputChannel):
     # --- receiving ------------------------------------------------------------
 
     async def _socket(self, request: Request, ws: Any) -> None:
+        _cap_frames(ws, self.max_body_bytes)
         if self.verifier is None:
             await _refuse(ws, WS_CHANNEL_OFF, "channel_off", "the app channel is off")
             return
@@ -482,7 +502,11 @@ class AppInput(InputChannel):
             address = client_address(request, self.real_ip_header or "")
             # Counted while it has shown no token: a flood of idle sockets is cut short.
             if not self.sockets.do_start_unauthenticated(address):
-                logger.info("app socket refused: too many without a token from %s", address)
+                log_refusal(
+                    logger, "app_socket_too_many",
+                    "app socket refused: too many without a token from %s", address,
+                    level=logging.INFO,
+                )
                 await _refuse(
                     ws,
                     WS_TOO_MANY,
@@ -508,7 +532,7 @@ class AppInput(InputChannel):
         try:
             claims = self._claims(token)
         except BadToken as error:
-            logger.info("app socket refused: %s", error)
+            _log_refused("socket", error)
             await _refuse(ws, WS_UNAUTHORIZED, "unauthorized", str(error))
             return
         try:
@@ -572,7 +596,7 @@ class AppInput(InputChannel):
     async def _client_frame(self, ws: Any, raw: str | bytes) -> None:
         try:
             frame = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
+        except _NOT_JSON:
             frame = None
         kind = frame.get("type") if isinstance(frame, dict) else None
         if kind == "ping":
@@ -644,6 +668,24 @@ class AppInput(InputChannel):
         return self.verifier.leeway if self.verifier else 0.0
 
 
+def _cap_frames(ws: Any, max_bytes: int) -> None:
+    """Frames (an auth frame, a ping) are refused past a message body's size: the
+    connection is closed with 1009 before more is buffered (Sanic's default is
+    16 MB for every WebSocket). Set on websockets' protocol object, which reads
+    its max_size at each frame."""
+    connection = getattr(ws, "connection", None)
+    if connection is not None and hasattr(connection, "max_size"):
+        connection.max_size = max_bytes
+
+
+def _log_refused(what: str, error: BadToken) -> None:
+    # The code only: the reason's text may quote the token's claims.
+    log_refusal(
+        logger, f"app_{what}_{error.code}", "app %s refused: %s token", what, error.code,
+        level=logging.INFO,
+    )
+
+
 def _unavailable(message: str | None = None) -> HTTPResponse:
     logger.exception("app channel: Redis unavailable")
     extra = {"message": message} if message else {}
@@ -700,7 +742,7 @@ async def _first_frame(ws: Any, timeout: float) -> dict[str, Any] | None:
     try:
         raw = await ws.recv(timeout=timeout)
         frame = json.loads(raw) if raw is not None else None
-    except (ValueError, UnicodeDecodeError):
+    except _NOT_JSON:
         return None
     if isinstance(frame, dict) and frame.get("type") == "auth":
         return frame

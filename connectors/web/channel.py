@@ -53,12 +53,14 @@ from sanic.request import Request
 from sanic.response import HTTPResponse
 from socketio.exceptions import ConnectionRefusedError as SocketRefused
 
+from connectors.body_limit import cap_bodies
 from connectors.clients import PerLoop, get_redis, redis_url
 from connectors.history import transcript
 from connectors.identity import Identity
 from connectors.limits import Limits, RateLimiter
 from connectors.notices import notice
 from connectors.push import CUSTOMER_TYPING
+from connectors.refusals import log_refusal
 from connectors.web.addresses import AddressLimits, client_address
 from connectors.web.identity import (
     DEFAULT_TOKEN_DAYS,
@@ -68,6 +70,13 @@ from connectors.web.identity import (
     WebSession,
     host_user_claim,
     verify_host_user,
+)
+from connectors.web.packets import (
+    MAX_PACKET_BYTES,
+    SOCKETIO_PATH,
+    CheckedServer,
+    guarded,
+    polling_checks,
 )
 from connectors.web.pages import (
     add_demo_login_routes,
@@ -82,10 +91,7 @@ logger = logging.getLogger(__name__)
 TYPING_EVERY = 2.0
 
 BOT_EVENT = "bot_uttered"
-SOCKETIO_PATH = "/socket.io"
 MAX_CUSTOM_DATA_BYTES = 4096
-# Incoming socket.io packets; a message is at most max_message_chars anyway.
-MAX_PACKET_BYTES = 64 * 1024
 
 
 def pubsub_channel(url: str) -> str:
@@ -198,6 +204,18 @@ class Utterance:
     session_id: str | None
 
 
+def is_text(value: Any) -> bool:
+    """A string that is Unicode text: JSON's "\\ud800" decodes to a lone surrogate,
+    which no store or Redis can encode (it failed the turn, after the bot had it)."""
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def parse_utterance(data: Any) -> Utterance:
     """A user_uttered payload, checked; raises RequestRefused("bad_request")."""
 
@@ -207,20 +225,24 @@ def parse_utterance(data: Any) -> Utterance:
     if not isinstance(data, dict):
         raise bad("user_uttered needs an object {message, session_id}")
     text = data.get("message")
-    if not isinstance(text, str) or not text.strip():
+    if not is_text(text) or not text.strip():
         raise bad("message must be non-empty text")
     session_id = data.get("session_id")
-    if session_id is not None and not isinstance(session_id, str):
+    if session_id is not None and not is_text(session_id):
         raise bad("session_id must be a string")
     display_text = data.get("display_text")
-    if display_text is not None and not isinstance(display_text, str):
+    if display_text is not None and not is_text(display_text):
         raise bad("display_text must be a string")
     custom = data.get("customData")
     if custom is None:
         custom = {}
     if not isinstance(custom, dict):
         raise bad("customData must be an object")
-    if len(json.dumps(custom, ensure_ascii=False).encode()) > MAX_CUSTOM_DATA_BYTES:
+    try:
+        size = len(json.dumps(custom, ensure_ascii=False).encode())
+    except (ValueError, RecursionError):  # a lone surrogate (UnicodeEncodeError)
+        raise bad("customData must be JSON text") from None
+    if size > MAX_CUSTOM_DATA_BYTES:
         raise bad(f"customData is larger than {MAX_CUSTOM_DATA_BYTES} bytes")
     return Utterance(text, display_text or None, custom, session_id)
 
@@ -272,7 +294,7 @@ class WebSocketServer:
         self.retention: asyncio.Task[None] | None = None
         self.in_order = _InOrder()
         self.app: Sanic | None = None
-        self.sio = socketio.AsyncServer(
+        self.sio = CheckedServer(
             async_mode="sanic",
             client_manager=socketio.AsyncRedisManager(url, channel=pubsub_channel(url)),
             cors_allowed_origins=origin_checker(channel.allowed_origins),
@@ -280,9 +302,13 @@ class WebSocketServer:
         )
         self.sio.on("connect", self.connect)
         self.sio.on("disconnect", self.disconnect)
-        self.sio.on("session_request", self.session_request)
-        self.sio.on("user_uttered", self.user_uttered)
-        self.sio.on("user_typing", self.user_typing)
+        for event, handler in (
+            ("session_request", self.session_request),
+            ("user_uttered", self.user_uttered),
+            ("user_typing", self.user_typing),
+        ):
+            self.sio.on(event, guarded(self.sio, event, handler))
+        self.sio.on("*", self.unknown_event)
 
     # --- events --------------------------------------------------------------------
 
@@ -302,6 +328,7 @@ class WebSocketServer:
             try:
                 state["host_user"] = self._verify_host_user(claim)
             except IdentityRefused as error:
+                log_refusal(logger, "web_identity_refused", "web socket refused: identity_refused")
                 raise SocketRefused(str(error), {"code": "identity_refused"}) from None
         await self.sio.save_session(sid, state)
 
@@ -324,13 +351,19 @@ class WebSocketServer:
             logger.exception("rate limiter unavailable (%s)", kind)
             return
         if not decision.allowed:
-            logger.info("web: %s from %s; refused", what, address)
+            log_refusal(
+                logger, f"web_limit_{kind}", "web: %s from %s; refused", what, address,
+                level=logging.INFO,
+            )
             raise RateLimited(
                 f"{what} from your network address; try again later", decision.retry_after
             )
 
     async def disconnect(self, sid: str, *args: Any) -> None:
         logger.debug("web socket %s disconnected", sid)
+
+    async def unknown_event(self, event: str, sid: str, *args: Any) -> None:
+        await self.error(sid, "unknown_event", "unknown event")
 
     async def session_request(self, sid: str, data: Any = None) -> None:
         data = {} if data is None else data
@@ -381,7 +414,6 @@ class WebSocketServer:
                 resumed = self.tokens.resume_visitor(given)
             except IdentityRefused as error:
                 # Never a conversation id: the client starts afresh, and is told why.
-                logger.info("web socket %s: refused session token (%s)", sid, error)
                 await self.error(sid, "invalid_session", f"{error}; starting a new session")
         if resumed is not None:
             try:
@@ -500,6 +532,9 @@ class WebSocketServer:
     # --- replies to one socket -------------------------------------------------------------
 
     async def error(self, sid: str, code: str, message: str) -> None:
+        """Refuse a request: `code` is one of a few fixed words (it keys the log's limit)."""
+        log_refusal(logger, f"web_{code}", "web socket request refused: %s", code,
+                    level=logging.INFO)
         await self.sio.emit("error", {"code": code, "message": message}, to=sid)
 
     async def notice(self, sid: str, key: str, hint_text: str, **values: object) -> None:
@@ -522,6 +557,7 @@ class WebSocketServer:
     def attach(self, app: Sanic) -> None:
         self.app = app
         serve_demo_page_at_root(app)
+        app.register_middleware(polling_checks(self.sio), "request")
         app.register_listener(self.do_start_retention, "after_server_start")
         app.register_listener(self._stop_listening, "before_server_stop")
 
@@ -628,6 +664,9 @@ class WebInput(InputChannel):
     def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:
         self.server = WebSocketServer(self, on_new_message, redis_url())
         blueprint = _WebBlueprint(self.server, "web_channel", __name__)
+        # socket.io's polling bodies, refused past the packet size before they are read
+        # (the route is the app's own, hence the prefix).
+        cap_bodies(blueprint, MAX_PACKET_BYTES, path_prefix=SOCKETIO_PATH)
 
         @blueprint.route("/", methods=["GET"])
         async def health(_: Request) -> HTTPResponse:

@@ -105,7 +105,8 @@ class SessionTokens:
 
     def subject_of(self, token: Any) -> str:
         """The verified subject ("v-…" or "u-…") of a token; raises IdentityRefused."""
-        if not isinstance(token, str) or not token or len(token) > 1024:
+        # A JWT is ASCII; PyJWT fails on a lone surrogate with an error of its own.
+        if not isinstance(token, str) or not token or len(token) > 1024 or not token.isascii():
             raise IdentityRefused("the session token is not a token")
         try:
             # PyJWT compares signatures with hmac.compare_digest.
@@ -185,6 +186,8 @@ def verify_host_user(
         raise IdentityRefused("user_id must be 1–128 letters, digits or . @ + - _")
     if not isinstance(given_hash, str) or not given_hash:
         raise IdentityRefused("user_hash is missing")
+    if not given_hash.isascii():  # compare_digest takes ASCII strings only
+        raise IdentityRefused("user_hash does not match user_id")
     until = _expiry(expires)
     if until is None and not allow_without_expiry:
         raise IdentityRefused(
