@@ -334,7 +334,11 @@ async def test_bad_input_is_refused_and_nothing_is_processed(
     customer = new_customer()
     answer = await post(service.url, app_token(customer), raw=body)
     assert answer.status_code == status, answer.text
-    assert answer.json()["error"] == error and answer.json()["detail"]
+    if error == "too_large":
+        # Refused before it is read (connectors.body_limit): Sanic's own 413.
+        assert "too large" in answer.text.lower(), answer.text
+    else:
+        assert answer.json()["error"] == error and answer.json()["detail"]
     if notice:
         assert notice in answer.json()["message"]
     assert user_events(service.url, customer) == []

@@ -566,10 +566,14 @@ class WebSocketServer:
         days = self.channel.retention_days
         if not days or self.retention is not None:
             return
-        from bot.settings import get_settings
-
-        settings = get_settings()
-        job = RetentionJob(settings.tracker_db_url, settings.database_url, get_redis(), days)
+        # `bot run` gives the Rasa server both databases' URLs (bot.cli.child_env).
+        tracker_url, shop_url = (os.environ.get("TRACKER_DATABASE_URL"),
+                                 os.environ.get("DATABASE_URL"))
+        if not (tracker_url and shop_url):
+            logger.warning("web visitors' retention is off: TRACKER_DATABASE_URL and "
+                           "DATABASE_URL are not set (start the service with `bot run`)")
+            return
+        job = RetentionJob(tracker_url, shop_url, get_redis(), days)
         self.retention = asyncio.create_task(job.run_forever(first_after))
 
     async def _stop_listening(self, *args: Any) -> None:

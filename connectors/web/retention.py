@@ -28,17 +28,27 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
 from redis import asyncio as aioredis
-from sqlalchemy import Column, Float, Integer, MetaData, String, Table, delete, func, select
+from sqlalchemy import (
+    Column,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    create_engine,
+    delete,
+    func,
+    select,
+)
+from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool
-
-from bot.shop import database
-from bot.shop.schema import Handoff, Identity, Ticket
 
 logger = logging.getLogger(__name__)
 
@@ -79,9 +89,25 @@ def check_days(days: float) -> float:
     return days
 
 
+# The shop's tables a sweep reads (bot.shop.schema; only these columns). A
+# channel imports nothing from the service (DESIGN.md), so they are named here.
+_SHOP = MetaData()
+_IDENTITIES = Table("identities", _SHOP, Column("channel", String(10)),
+                    Column("subject", String(128)))
+_HANDOFFS = Table("handoffs", _SHOP, Column("conversation_id", String(200)))
+_TICKETS = Table("tickets", _SHOP, Column("conversation_id", String(200)))
+
+
+def _engine(url: str) -> Engine:
+    """A connection per use: a sweep runs once an hour."""
+    if url.startswith("postgres://"):  # Heroku-style; SQLAlchemy 1.4 wants postgresql
+        url = "postgresql://" + url[len("postgres://"):]
+    return create_engine(url, future=True, poolclass=NullPool)
+
+
 def idle_visitors(tracker_url: str, cutoff: float) -> list[str]:
     """Visitors' conversations whose last event is older than `cutoff`."""
-    engine = database.create(tracker_url, poolclass=NullPool)
+    engine = _engine(tracker_url)
     try:
         with engine.connect() as connection:
             rows = connection.execute(
@@ -98,24 +124,31 @@ def idle_visitors(tracker_url: str, cutoff: float) -> list[str]:
 def still_needed(shop_url: str, conversation_ids: Sequence[str]) -> set[str]:
     """Which of these conversations the shop or the desk still refer to."""
     needed: set[str] = set()
-    with database.session(shop_url) as session:
-        for chunk in _chunks(conversation_ids):
-            subjects = {cid.removeprefix("web:"): cid for cid in chunk}
-            bound = session.scalars(
-                select(Identity.subject).where(
-                    Identity.channel == "web", Identity.subject.in_(list(subjects))
-                )
-            )
-            needed.update(subjects[subject] for subject in bound)
-            for column in (Handoff.conversation_id, Ticket.conversation_id):
-                needed.update(session.scalars(select(column).where(column.in_(list(chunk)))))
+    engine = _engine(shop_url)
+    try:
+        with engine.connect() as connection:
+            for chunk in _chunks(conversation_ids):
+                subjects = {cid.removeprefix("web:"): cid for cid in chunk}
+                bound = connection.execute(
+                    select(_IDENTITIES.c.subject).where(
+                        _IDENTITIES.c.channel == "web",
+                        _IDENTITIES.c.subject.in_(list(subjects)),
+                    )
+                ).scalars()
+                needed.update(subjects[subject] for subject in bound)
+                for table in (_HANDOFFS, _TICKETS):
+                    column = table.c.conversation_id
+                    needed.update(connection.execute(
+                        select(column).where(column.in_(list(chunk)))).scalars())
+    finally:
+        engine.dispose()
     return needed
 
 
 def delete_conversations(tracker_url: str, conversation_ids: Sequence[str], cutoff: float) -> int:
     """Delete these conversations' events, unless one got an event after `cutoff`
     meanwhile (the visitor came back while the sweep ran). Rows deleted."""
-    engine = database.create(tracker_url, poolclass=NullPool)
+    engine = _engine(tracker_url)
     deleted = 0
     try:
         for chunk in _chunks(conversation_ids):
@@ -218,7 +251,6 @@ class RetentionJob:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bot.settings import get_settings
 
     parser = argparse.ArgumentParser(
         prog="python -m connectors.web.retention",
@@ -226,13 +258,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--days", type=float, default=DEFAULT_RETENTION_DAYS)
     parser.add_argument("--redis-url", required=True, help="the service's REDIS_URL")
+    parser.add_argument("--tracker-db-url", default=os.environ.get("TRACKER_DATABASE_URL"),
+                        help="the tracker store's database (default: TRACKER_DATABASE_URL)")
+    parser.add_argument("--shop-db-url", default=os.environ.get("DATABASE_URL"),
+                        help="the shop's database (default: DATABASE_URL)")
     args = parser.parse_args(argv)
-    settings = get_settings()
+    if not (args.tracker_db_url and args.shop_db_url):
+        parser.error("give --tracker-db-url and --shop-db-url (or set TRACKER_DATABASE_URL "
+                     "and DATABASE_URL as `bot run` does)")
 
     async def sweep() -> SweepReport:
         redis = aioredis.Redis.from_url(args.redis_url, decode_responses=True)
         try:
-            return await do_sweep(settings.tracker_db_url, settings.database_url, redis, args.days)
+            return await do_sweep(args.tracker_db_url, args.shop_db_url, redis, args.days)
         finally:
             await redis.close()
 
