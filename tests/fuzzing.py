@@ -40,7 +40,7 @@ class ErrorLog(logging.Handler):
         self.records: list[logging.LogRecord] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        if record.levelno >= logging.ERROR or record.exc_info:
+        if (record.levelno >= logging.ERROR or record.exc_info) and not _not_ours(record):
             self.records.append(record)
 
     def clear(self) -> None:
@@ -48,6 +48,14 @@ class ErrorLog(logging.Handler):
 
     def lines(self) -> list[str]:
         return [f"{r.name}: {r.getMessage()}" for r in self.records]
+
+
+def _not_ours(record: logging.LogRecord) -> bool:
+    """asyncio's note when it collects a task Sanic 21.12's WebSocket recv left
+    pending (a client dropped mid-wait): WebSocket servers of earlier test modules
+    (web, app), collected whenever the garbage collector runs, here too. One line,
+    no traceback; WeChat and REST have no WebSockets."""
+    return record.name == "asyncio" and "WebsocketFrameAssembler.get" in record.getMessage()
 
 
 @pytest.fixture(scope="module")
