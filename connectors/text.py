@@ -86,3 +86,15 @@ def message_language(text: str) -> str | None:
     if text.startswith("/"):
         return None
     return detect_language(text)
+
+
+def is_text(value: object) -> bool:
+    """A string that is Unicode text: JSON's "\\ud800" decodes to a lone surrogate,
+    which no store or Redis can encode (the turn failed after the bot had it)."""
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True

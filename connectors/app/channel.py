@@ -73,6 +73,7 @@ from connectors.history import transcript
 from connectors.limits import Limits, RateLimiter
 from connectors.notices import notice
 from connectors.refusals import log_refusal
+from connectors.text import is_text
 
 logger = logging.getLogger(__name__)
 
@@ -102,18 +103,6 @@ _turns: set[asyncio.Task[Any]] = set()  # turns that outlive a dropped request
 # What json.loads raises on a stranger's bytes: bad JSON or encoding (ValueError),
 # and nesting deeper than the parser's stack ("[[[[…", RecursionError).
 _NOT_JSON = (ValueError, RecursionError)
-
-
-def _is_text(value: Any) -> bool:
-    """A string that is Unicode text: JSON's "\\ud800" decodes to a lone surrogate,
-    which neither Redis nor the tracker store can encode (the turn failed, a 500)."""
-    if not isinstance(value, str):
-        return False
-    try:
-        value.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _error(status: int, error: str, detail: str, **extra: Any) -> HTTPResponse:
@@ -356,7 +345,7 @@ class AppInput(InputChannel):
         if not isinstance(body, dict):
             return _error(400, "bad_request", "the body must be a JSON object")
         text = body.get("text")
-        if not _is_text(text) or not text.strip():
+        if not is_text(text) or not text.strip():
             return _error(400, "bad_request", "text is required (a non-empty string)")
         if self.limits.too_long(text):
             limit = self.limits.max_message_chars
@@ -379,7 +368,7 @@ class AppInput(InputChannel):
             )
         display_text = body.get("display_text")
         if display_text is not None and (
-            not _is_text(display_text) or self.limits.too_long(display_text)
+            not is_text(display_text) or self.limits.too_long(display_text)
         ):
             return _error(400, "bad_request", "display_text must be a string no longer than text")
 

@@ -61,6 +61,7 @@ from connectors.limits import Limits, RateLimiter
 from connectors.notices import notice
 from connectors.push import CUSTOMER_TYPING
 from connectors.refusals import log_refusal
+from connectors.text import is_text
 from connectors.web.addresses import AddressLimits, client_address
 from connectors.web.identity import (
     DEFAULT_TOKEN_DAYS,
@@ -202,18 +203,6 @@ class Utterance:
     display_text: str | None
     custom_data: dict[str, Any]
     session_id: str | None
-
-
-def is_text(value: Any) -> bool:
-    """A string that is Unicode text: JSON's "\\ud800" decodes to a lone surrogate,
-    which no store or Redis can encode (it failed the turn, after the bot had it)."""
-    if not isinstance(value, str):
-        return False
-    try:
-        value.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def parse_utterance(data: Any) -> Utterance:
