@@ -19,9 +19,10 @@ When half the turns are answered, the second instance is stopped as a service
 manager stops it (SIGTERM to `bot run`, `--signal int` for Ctrl-C; `--kill`:
 SIGKILL to every process of the instance at once, a crash) and started again.
 A request that failed without an answer (refused, reset, 5xx, time-out) is sent
-again to the other instance, as a load balancer would, with the same message
-id and the attempt number in the message's metadata, so the trackers tell a
-retried message from a second answer.
+again to the other instance, as a load balancer would, with the same
+`message_id` (the REST channel's retry key: a message whose turn is already
+stored is answered from it, not run again) and the attempt number in the
+message's metadata, so the trackers tell a retried message from a second answer.
 
 Afterwards every conversation's tracker is read and checked:
 
@@ -324,6 +325,7 @@ class Balancer:
             target = self.instances[(customer.home + attempt) % 2]
             attempt += 1
             body = {"sender": customer.sender, "message": message.text,
+                    "message_id": message.mid,
                     "metadata": {"identity": customer.identity,
                                  "soak": {"id": message.mid, "attempt": attempt}}}
             began = time.perf_counter()
@@ -426,7 +428,9 @@ def check_conversation(customer: Customer, events: list[dict[str, Any]]) -> dict
                                "answered_by": message.answered_by})
         if len(message.attempts) > 1 and any(t["attempt"] < len(message.attempts) for t in seen):
             retried_first_in_tracker += 1
-        answered_turn = next((t for t in seen if t["attempt"] == len(message.attempts)), None)
+        # A retry whose first attempt's turn was stored is answered from that turn.
+        answered_turn = next((t for t in seen if t["attempt"] == len(message.attempts)),
+                             seen[0] if len(seen) == 1 else None)
         if answered_turn is None or texts(answered_turn["bot"]) != texts(message.answer):
             out_of_order.append({
                 "id": message.mid, "why": "the answer is not the bot messages after this "
@@ -668,8 +672,8 @@ def report(meta: dict[str, Any], f: dict[str, Any]) -> str:
         f"(seed {meta['seed']}). Two `bot run` instances (a, b) on one PostgreSQL database "
         "(shop and tracker store) and one database of the machine's Redis (lock store, event "
         "pipe), both emptied first; half the customers homed on each. A request that failed "
-        "without an answer went to the other instance (same message id, next attempt number "
-        "in the metadata).",
+        "without an answer went to the other instance (same `message_id`, the REST "
+        "channel's retry key, and the next attempt number in the metadata).",
         "",
         "| figure | value | target |",
         "|---|---|---|",
@@ -689,8 +693,8 @@ def report(meta: dict[str, Any], f: dict[str, Any]) -> str:
         f"| messages retried on the other instance | {f['retried_messages']} (failed "
         f"attempts: {', '.join(f'{k} {v}' for k, v in f['failed_attempts'].items()) or 'none'})"
         " | – |",
-        f"| … whose failed attempt had reached the tracker | "
-        f"{f['retried_first_attempt_in_tracker']} | 0 |",
+        f"| … whose failed attempt had reached the tracker (answered from it, not run "
+        f"again) | {f['retried_first_attempt_in_tracker']} | – |",
         f"| turns not as scripted (bench/mix.py's check) | {f['off_script']}: "
         f"{f['off_script_first_conversation']} of the {f['turns_first_conversation']} turns of "
         f"each customer's first conversation, "

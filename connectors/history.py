@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from connectors.retry_keys import REPEAT_KEY
+
 if TYPE_CHECKING:  # importing Agent loads TensorFlow: the desk imports this module
     from rasa.core.agent import Agent
 
@@ -50,8 +52,12 @@ def transcript_of(events: list[dict[str, Any]], limit: int = 200) -> list[dict[s
         if kind == "user":
             text = event.get("text") or ""
             # "/intent" payloads are button clicks; show what the button said if known.
-            shown = (event.get("metadata") or {}).get("display_text") or text
-            lines.append({"sender": "customer", "text": shown, "timestamp": event["timestamp"]})
+            metadata = event.get("metadata") or {}
+            shown = metadata.get("display_text") or text
+            line = {"sender": "customer", "text": shown, "timestamp": event["timestamp"]}
+            if metadata.get(REPEAT_KEY):  # a client that resends knows it by this
+                line["message_id"] = metadata[REPEAT_KEY]
+            lines.append(line)
         elif kind == "bot":
             line: dict[str, Any] = {
                 "sender": "bot",

@@ -14,6 +14,11 @@ checked before anything reaches the bot (`check_body`): a JSON object whose
 object of bounded depth; anything else is a 400 that says which. (Stock Rasa
 answered an empty or non-object body with a 500, passed a list or a number on
 as the message, and took a missing sender as a new random conversation.)
+
+A caller that may resend (a time-out, a dropped connection, a balancer
+retrying on another instance) gives each message a `message_id`: sent again
+in the same conversation, a message whose turn is stored is not run a second
+time, and the answer is that turn's stored replies (bot.repeated_messages).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from connectors.body_limit import cap_bodies
 from connectors.draining import do_close_when_stopping
 from connectors.notices import notice
 from connectors.refusals import log_refusal
+from connectors.retry_keys import REPEAT_KEY, RETRY_KEY_RULE, is_retry_key
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +58,7 @@ class RestMessage:
     sender: str
     text: str
     metadata: dict[str, Any] | None
+    message_id: str | None = None
 
 
 def _depth(value: Any, limit: int) -> int:
@@ -91,7 +98,15 @@ def check_body(body: bytes) -> RestMessage:
     if data.get("input_channel") not in (None, "rest"):
         # Stock Rasa let the caller name the channel a message came from.
         raise BadBody("input_channel can only be rest")
-    return RestMessage(sender, text, metadata)
+    message_id = data.get("message_id")
+    if message_id is not None and not is_retry_key(message_id):
+        raise BadBody(f"message_id must be {RETRY_KEY_RULE}")
+    if metadata is not None and REPEAT_KEY in metadata:
+        # The retry key is message_id's alone: one way to give it.
+        metadata = {k: v for k, v in metadata.items() if k != REPEAT_KEY}
+    if message_id is not None:
+        metadata = {**(metadata or {}), REPEAT_KEY: message_id}
+    return RestMessage(sender, text, metadata, message_id)
 
 
 def bearer_token(request: Request) -> str | None:

@@ -4,11 +4,11 @@ restarted by its operator) in the middle of conversations on every channel.
 
 What each customer must see: the reply, or a notice (never silence); and no
 message lost or answered twice once the client does what its channel's
-protocol says (REST: resend after an error; app: resend with the same
-client_message_id; WeChat: its servers resend the same MsgId; web: the client
-resends what the history after reconnecting doesn't have; connectors/web/static/
-widget.js does not do that yet: a message whose turn died with Rasa vanishes
-from its screen when the history is redrawn, and the customer must retype it).
+protocol says (REST: resend after an error with the same message_id; app:
+resend with the same client_message_id; WeChat: its servers resend the same
+MsgId; web: after reconnecting, the widget resends with the same message_id
+what the server did not acknowledge and the history lacks, shown here with
+the real widget in Chromium).
 
 The services here are this module's own (`bot run` with its own var dir), so
 killing their children disturbs no other test. The times measured are printed
@@ -182,20 +182,22 @@ class Rest:
 
     def __init__(self, service: Service) -> None:
         self.service, self.sender = service, f"faults-{uuid.uuid4().hex[:12]}"
+        self.key = ""
 
-    async def say(self, text: str) -> list[str]:
+    async def say(self, text: str, key: str | None = None) -> list[str]:
         """The bot's texts; raises httpx.TransportError if the server went away."""
+        self.key = key or uuid.uuid4().hex
         async with httpx.AsyncClient(timeout=TURN) as client:
             answer = await client.post(
                 f"{self.service.url}/webhooks/rest/webhook",
-                json={"sender": self.sender, "message": text},
+                json={"sender": self.sender, "message": text, "message_id": self.key},
                 headers=bearer(REST_TOKEN),
             )
         assert answer.status_code == 200, answer.text
         return [m.get("text", "") for m in answer.json()]
 
     async def resend(self, text: str) -> list[str]:
-        return await self.say(text)
+        return await self.say(text, self.key)
 
     def conversation(self) -> str:
         return self.sender
@@ -208,6 +210,7 @@ class Web:
         self.service = service
         self.client: WebClient | None = None
         self.token: str | None = None
+        self.key = ""
 
     async def connect(self) -> None:
         client = WebClient(self.service.url)
@@ -219,7 +222,7 @@ class Web:
         self.client = await client.connect()
         self.token = await client.session(self.token)
 
-    async def say(self, text: str) -> list[str]:
+    async def say(self, text: str, key: str | None = None) -> list[str]:
         """The bot's texts once it stopped typing (or the channel's notice, given
         without a turn); ConnectionError if the socket closed first."""
         if self.client is None:
@@ -227,7 +230,10 @@ class Web:
         client = self.client
         assert client is not None
         start = len(client.events)
-        await client.emit("user_uttered", {"message": text, "session_id": self.token})
+        self.key = key or uuid.uuid4().hex
+        await client.emit(
+            "user_uttered", {"message": text, "session_id": self.token, "message_id": self.key}
+        )
 
         def done() -> bool:
             events = client.events[start:]
@@ -245,15 +251,14 @@ class Web:
         return [m.get("text", "") for m in client.since(start, "bot_uttered")]
 
     async def resend(self, text: str) -> list[str]:
-        """As the widget does after reconnecting: send what the history lacks."""
+        """As the widget does after reconnecting: send again what the history lacks."""
         if self.client is not None:
             await self.client.close()
         await self.connect()
         assert self.client is not None and self.client.history is not None
-        said = [m.get("text") for m in self.client.history if m.get("sender") == "customer"]
-        if said and said[-1] == text:
+        if any(m.get("message_id") == self.key for m in self.client.history):
             return []  # it arrived: its answer is in the history
-        return await self.say(text)
+        return await self.say(text, self.key)
 
     def conversation(self) -> str:
         assert self.client is not None
@@ -411,6 +416,73 @@ async def test_rasa_killed_mid_turn_every_message_answered_once_after_the_restar
             assert said.count("我要退款") == 1, (customer.name, said)
     finally:
         await close_all(customers)
+
+
+async def test_the_widget_resends_what_died_with_rasa(faulty: Service) -> None:
+    """The real widget in Chromium: the customer's message is in a turn when Rasa
+    is killed; once the server is back the widget sends it again by itself, and
+    the customer sees it once and gets its answer, with nothing to retype."""
+    from playwright.async_api import async_playwright, expect
+
+    from tests import chromium
+    from tests.web_client import conversation_of
+
+    timeout_ms = TURN * 1000
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(**chromium.launch_options())
+        try:
+            context = await browser.new_context(locale="zh-CN")
+            context.set_default_timeout(timeout_ms)
+            page = await context.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            await page.goto(faulty.url + "/")
+            await expect(page.locator(".jc-root[data-ready=true]")).to_be_attached(
+                timeout=timeout_ms
+            )
+            await page.locator(".jc-launcher").click()
+            bot = page.locator(".jc-msg.jc-bot")
+            await page.locator(".jc-input").fill("你好")
+            await page.locator(".jc-input").press("Enter")
+            await expect(bot.first).to_be_visible(timeout=timeout_ms)
+            token = await page.evaluate(
+                "localStorage.getItem('jade-chat:session:' + location.origin)"
+            )
+            conversation = conversation_of(token)
+
+            pids = children(faulty)
+            before = len(ready_lines(faulty, "rasa"))
+            os.kill(pids["actions"], signal.SIGSTOP)  # the refund turn hangs in Rasa
+            try:
+                await page.locator(".jc-input").fill("我要退款")
+                await page.locator(".jc-input").press("Enter")
+                await asyncio.sleep(2.0)
+                killed_at = time.monotonic()
+                os.kill(pids["rasa"], signal.SIGKILL)
+            finally:
+                os.kill(pids["actions"], signal.SIGCONT)
+            await restarted(faulty, "rasa", before, killed_at)
+
+            # Answered after the restart, with nobody typing it again.
+            asked = page.locator(".jc-msg.jc-customer", has_text="我要退款")
+            answer = page.locator(".jc-msg.jc-customer:has-text('我要退款') ~ .jc-msg.jc-bot")
+            await expect(answer.first).to_be_visible(timeout=timeout_ms)
+            MEASURED["widget: answered after the kill (s)"] = round(
+                time.monotonic() - killed_at, 1
+            )
+            await expect(asked).to_have_count(1)
+            notices = page.locator(".jc-msg.jc-customer:has-text('我要退款') ~ .jc-notice")
+            assert await notices.count() == 0
+            assert user_texts(faulty, conversation).count("我要退款") == 1
+            # A reload draws the same conversation from the history.
+            await page.reload()
+            await expect(page.locator(".jc-root[data-ready=true]")).to_be_attached(
+                timeout=timeout_ms
+            )
+            await expect(asked).to_have_count(1)
+            assert not errors, errors
+        finally:
+            await browser.close()
 
 
 async def test_app_socket_gets_what_was_sent_while_rasa_restarted(

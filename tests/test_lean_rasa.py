@@ -269,8 +269,14 @@ def test_the_launcher_still_serves_a_tensorflow_model(tmp_path: Path) -> None:
             json.dumps({"sender": "tiny", "message": "hello"}).encode(),
             {"Content-Type": "application/json"},
         )
-        with urllib.request.urlopen(request, timeout=60) as answer:
-            replies = json.loads(answer.read())
+        try:
+            # TensorFlow traces TED's graph on the first message: seconds when
+            # idle, more beside the rest of the suite's servers.
+            with urllib.request.urlopen(request, timeout=180) as answer:
+                replies = json.loads(answer.read())
+        except (urllib.error.URLError, TimeoutError) as error:
+            tail = log.read_text()[-4000:]
+            raise AssertionError(f"{error!r}; the server's log:\n{tail}") from error
         assert isinstance(replies, list)  # one epoch: what it answers is anyone's guess
         assert loaded_tensorflow(process.pid)
     finally:

@@ -119,6 +119,30 @@ def test_a_message_left_in_work_by_a_dead_instance_is_answered_on_retry(
     assert len(wechat_api.texts_to(openid)) == 1
 
 
+def test_a_turn_stored_by_a_dead_instance_is_answered_from_the_store(
+    scaled: list[Service],
+    callers: list[WeChatCaller],
+    wechat_api: FakeWeChatAPI,
+    shared_redis: redis.Redis,
+) -> None:
+    # The owner stored the turn and died before its reply left: the copy that
+    # takes over sends that turn's replies and runs no second turn.
+    openid = new_openid()
+    msg_id = time.time_ns() % 10**18
+    xml = text(openid, "运费怎么算", msg_id=msg_id)
+    assert callers[0].post(xml).is_success
+    [first] = wechat_api.wait_for_texts(openid, timeout=20)
+    stored = events(scaled[0], openid)
+    # As the dead owner left it: in work, its lease no longer renewed.
+    shared_redis.set(f"wechat:{APP_ID}:seen:{msg_id}", "processing:dead-instance", ex=3600)
+    shared_redis.set(f"wechat:{APP_ID}:lease:{msg_id}", "dead-instance", px=1)
+    time.sleep(0.05)
+    assert callers[1].post(xml).is_success
+    texts = wechat_api.wait_for_texts(openid, 2, timeout=20)
+    assert texts == [first, first]  # the stored reply again, not a new turn's
+    assert events(scaled[0], openid) == stored
+
+
 def test_instances_fetch_one_access_token_between_them(
     callers: list[WeChatCaller], wechat_api: FakeWeChatAPI, shared_redis: redis.Redis
 ) -> None:

@@ -53,7 +53,6 @@ import contextlib
 import json
 import logging
 import math
-import re
 import time
 import uuid
 from typing import Any, Awaitable, Callable
@@ -73,6 +72,7 @@ from connectors.history import transcript
 from connectors.limits import Limits, RateLimiter
 from connectors.notices import notice
 from connectors.refusals import log_refusal
+from connectors.retry_keys import REPEAT_KEY, RETRY_KEY_RULE, is_retry_key
 from connectors.text import is_text
 
 logger = logging.getLogger(__name__)
@@ -83,8 +83,6 @@ IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 # runs: if the server dies mid-turn the lease lapses and the client's retry is
 # processed (a 24 h "processing" mark would have answered it 409 all day).
 PROCESSING_LEASE_SECONDS = 10
-# Used with fullmatch: "$" would let a trailing newline through.
-_CLIENT_MESSAGE_ID = re.compile(r"[A-Za-z0-9_.-]{1,100}")
 MAX_POLL_LIMIT = 500
 MAX_HISTORY_LIMIT = 1000
 # The push webhook may be plain http only on this machine (or with push_webhook_allow_http).
@@ -357,14 +355,11 @@ class AppInput(InputChannel):
                 message=notice("too_long", text, limit=limit),
             )
         client_message_id = body.get("client_message_id")
-        if client_message_id is not None and (
-            not isinstance(client_message_id, str)
-            or not _CLIENT_MESSAGE_ID.fullmatch(client_message_id)
-        ):
+        if client_message_id is not None and not is_retry_key(client_message_id):
             return _error(
                 400,
                 "bad_request",
-                "client_message_id must be 1–100 characters of A-Z a-z 0-9 _ . -",
+                f"client_message_id must be {RETRY_KEY_RULE}",
             )
         display_text = body.get("display_text")
         if display_text is not None and (
@@ -404,7 +399,7 @@ class AppInput(InputChannel):
 
         extra: dict[str, Any] = {}
         if client_message_id:
-            extra["client_message_id"] = client_message_id
+            extra[REPEAT_KEY] = client_message_id
         if display_text:
             extra["display_text"] = display_text
         output = AppOutput(self.outbox)

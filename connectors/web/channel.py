@@ -3,7 +3,7 @@
 Protocol (what rasa-webchat speaks, so it works unchanged):
 
     client → session_request {session_id?}            server → session_confirm "<session id>"
-    client → user_uttered {message, session_id, customData?}
+    client → user_uttered {message, session_id, customData?, message_id?}
     server → bot_uttered {text} | {text, quick_replies} | {attachment} | {custom}
 
 Our own widget also gets (stock clients ignore them): `history` {session_id,
@@ -61,6 +61,7 @@ from connectors.limits import Limits, RateLimiter
 from connectors.notices import notice
 from connectors.push import CUSTOMER_TYPING
 from connectors.refusals import log_refusal
+from connectors.retry_keys import REPEAT_KEY, RETRY_KEY_RULE, is_retry_key
 from connectors.text import is_text
 from connectors.web.addresses import AddressLimits, client_address
 from connectors.web.identity import (
@@ -203,6 +204,7 @@ class Utterance:
     display_text: str | None
     custom_data: dict[str, Any]
     session_id: str | None
+    message_id: str | None = None
 
 
 def parse_utterance(data: Any) -> Utterance:
@@ -233,7 +235,10 @@ def parse_utterance(data: Any) -> Utterance:
         raise bad("customData must be JSON text") from None
     if size > MAX_CUSTOM_DATA_BYTES:
         raise bad(f"customData is larger than {MAX_CUSTOM_DATA_BYTES} bytes")
-    return Utterance(text, display_text or None, custom, session_id)
+    message_id = data.get("message_id")
+    if message_id is not None and not is_retry_key(message_id):
+        raise bad(f"message_id must be {RETRY_KEY_RULE}")
+    return Utterance(text, display_text or None, custom, session_id, message_id)
 
 
 class _InOrder:
@@ -416,21 +421,26 @@ class WebSocketServer:
         )
         return self.tokens.new_visitor()
 
-    async def user_uttered(self, sid: str, data: Any = None) -> None:
+    async def user_uttered(self, sid: str, data: Any = None) -> dict[str, Any]:
+        """Returns the client's acknowledgement (socket.io's ack, when it asked for
+        one): the message is done with, answered or refused. Our widget resends
+        a message it got no acknowledgement for once it is connected again."""
         # Taken before any await, so messages are processed in arrival order.
         before, mine = self.in_order.ticket(sid)
+        message_id = data.get("message_id") if isinstance(data, dict) else None
         try:
             try:
                 utterance = parse_utterance(data)
                 session = await self._session_of(sid, utterance)
             except RequestRefused as refused:
                 await self.error(sid, refused.code, str(refused))
-                return
+                return {"message_id": message_id, "status": "refused"}
             if not await self._within_limits(sid, session, utterance):
-                return
+                return {"message_id": message_id, "status": "refused"}
             if before is not None:
                 await before
-            await self._process(sid, session, utterance)
+            answered = await self._process(sid, session, utterance)
+            return {"message_id": message_id, "status": "done" if answered else "failed"}
         finally:
             self.in_order.release(sid, before, mine)
 
@@ -495,13 +505,16 @@ class WebSocketServer:
             return False
         return True
 
-    async def _process(self, sid: str, session: WebSession, utterance: Utterance) -> None:
+    async def _process(self, sid: str, session: WebSession, utterance: Utterance) -> bool:
+        """Run the turn; False if it failed (the customer got the trouble notice)."""
         room = session.conversation_id
         shown = utterance.display_text or utterance.text
         await self.sio.emit("customer_uttered", {"text": shown}, room=room, skip_sid=sid)
         extra: dict[str, Any] = {"client": utterance.custom_data}
         if utterance.display_text:
             extra["display_text"] = utterance.display_text  # history shows the button's title
+        if utterance.message_id:
+            extra[REPEAT_KEY] = utterance.message_id  # sent again: not run twice
         message = UserMessage(
             utterance.text,
             WebOutput(self.sio),
@@ -515,8 +528,10 @@ class WebSocketServer:
         except Exception:
             logger.exception("web message of %s failed", room)
             await self.notice(sid, "trouble", utterance.text)
+            return False
         finally:
             await self.sio.emit("typing", {"typing": False}, room=room)
+        return True
 
     # --- replies to one socket -------------------------------------------------------------
 

@@ -47,6 +47,7 @@ from connectors.limits import Limits, RateLimiter
 from connectors.notices import media_notice, notice
 from connectors.push import PushError
 from connectors.refusals import log_refusal
+from connectors.retry_keys import REPEAT_KEY
 from connectors.rich import language_of
 from connectors.wechat.api import DEFAULT_API_BASE_URL, WeChatAPI
 from connectors.wechat.claims import (
@@ -322,6 +323,9 @@ class WeChatInput(InputChannel):
         metadata = identity.metadata(
             app_id=self.config.app_id, msg_id=inbound.dedup_id, msg_type=inbound.msg_type
         )
+        # A copy that takes over from an owner that died after storing the turn
+        # gets that turn's replies, not a second turn (bot.repeated_messages).
+        metadata[REPEAT_KEY] = inbound.dedup_id
         fields = inbound.fields
         text: str | None = None
         if inbound.msg_type == "event":

@@ -171,6 +171,9 @@
     token: local ? local.getItem(TOKEN_KEY) : null,
     confirmed: false,
     pending: [], // messages typed before the session was confirmed
+    // Sent, not yet acknowledged: resent (same message_id) after a reconnect,
+    // unless the history shows the server has them.
+    unacked: [],
     afterHistory: [], // notes to show once the history is rendered
     unread: 0,
     open: session ? session.getItem(OPEN_KEY) === "1" : false,
@@ -553,10 +556,21 @@
   var socket = null;
   var io = null;
 
+  function messageId() {
+    var bytes = new Uint8Array(16);
+    if (window.crypto && window.crypto.getRandomValues) {
+      window.crypto.getRandomValues(bytes);
+    } else {
+      for (var i = 0; i < bytes.length; i++) bytes[i] = Math.floor(Math.random() * 256);
+    }
+    return Array.prototype.map.call(bytes, function (b) {
+      return (b + 256).toString(16).slice(1);
+    }).join("");
+  }
   function send(text, shown) {
     text = String(text).slice(0, MAX_CHARS);
     addCustomer(shown || text);
-    var payload = { message: text, customData: { language: language() } };
+    var payload = { message: text, customData: { language: language() }, message_id: messageId() };
     if (shown && shown !== text) payload.display_text = shown;
     if (!state.confirmed) {
       state.pending.push(payload);
@@ -566,7 +580,12 @@
   }
   function emitMessage(payload) {
     payload.session_id = state.token;
-    socket.emit("user_uttered", payload);
+    if (state.unacked.indexOf(payload) < 0) state.unacked.push(payload);
+    var sent = socket;
+    socket.emit("user_uttered", payload, function () {
+      // Done with (answered, or refused with a notice): nothing to resend.
+      if (socket === sent) state.unacked = state.unacked.filter(function (p) { return p !== payload; });
+    });
   }
   function requestSession() {
     var request = { session_id: state.token || null };
@@ -588,6 +607,10 @@
     });
     socket.on("disconnect", function () {
       state.confirmed = false;
+      // The server may have died mid-turn: what it did not acknowledge goes
+      // again, in order, once the new session's history is in.
+      state.pending = state.unacked.concat(state.pending);
+      state.unacked = [];
       renderStatus();
     });
     socket.on("connect_error", function (error) {
@@ -614,9 +637,14 @@
       state.afterHistory.splice(0).forEach(function (text) {
         addNote(text, "error");
       });
+      var stored = {};
+      ((history && history.messages) || []).forEach(function (line) {
+        if (line.sender === "customer" && line.message_id) stored[line.message_id] = true;
+      });
       var waiting = state.pending;
       state.pending = [];
       waiting.forEach(function (payload) {
+        if (payload.message_id && stored[payload.message_id]) return; // its turn is in the history
         append(el("div", "jc-msg jc-customer", payload.display_text || payload.message));
         state.customerSpoke = true;
         renderHot();
@@ -687,6 +715,9 @@
     state.everConnected = false; // "connecting", not "connection lost"
     root.removeAttribute("data-ready"); // set again by the new session's history
     renderHistory([]); // the previous person's chat leaves the screen at once
+    // What the previous person sent is theirs: never resent as the next one's.
+    state.pending = [];
+    state.unacked = [];
     if (!socket) return; // not connected yet: connect() will read settings.user
     socket.off(); // nothing from the old session may reach the screen
     socket.disconnect();
