@@ -485,6 +485,37 @@ async def test_the_widget_resends_what_died_with_rasa(faulty: Service) -> None:
             await browser.close()
 
 
+async def test_a_wechat_reply_owed_when_rasa_died_is_delivered_after_the_restart(
+    faulty: Service, wechat_api: FakeWeChatAPI
+) -> None:
+    """The turn outlasts WeChat's passive window: WeChat is told "success" and
+    will not resend. Rasa is killed before the reply leaves; the restarted
+    server takes the owed reply over and delivers it, once."""
+    customer = WeChat(faulty, wechat_api)
+    assert await customer.say("你好")
+    pids = children(faulty)
+    before = len(ready_lines(faulty, "rasa"))
+    os.kill(pids["actions"], signal.SIGSTOP)  # the refund turn hangs in Rasa
+    try:
+        xml = message_xml(customer.openid, "text", Content="我要退款")
+        answer = await asyncio.to_thread(customer.caller.post, xml, None, None, None, TURN)
+        assert answer.status == 200 and answer.reply is None, answer  # "success": owed
+        killed_at = time.monotonic()
+        os.kill(pids["rasa"], signal.SIGKILL)
+    finally:
+        os.kill(pids["actions"], signal.SIGCONT)
+    await restarted(faulty, "rasa", before, killed_at)
+    seen = len(wechat_api.texts_to(customer.openid))
+    texts = await asyncio.to_thread(wechat_api.wait_for_texts, customer.openid, seen + 1, TURN)
+    MEASURED["wechat owed reply delivered after the kill (s)"] = round(
+        time.monotonic() - killed_at, 1
+    )
+    assert not is_notice(texts[seen:]), texts
+    assert user_texts(faulty, customer.conversation()).count("我要退款") == 1
+    await asyncio.sleep(5.0)  # settled: it does not come again
+    assert len(wechat_api.texts_to(customer.openid)) == seen + 1
+
+
 async def test_app_socket_gets_what_was_sent_while_rasa_restarted(
     faulty: Service, wechat_api: FakeWeChatAPI
 ) -> None:

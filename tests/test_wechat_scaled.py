@@ -11,8 +11,12 @@ from typing import Any
 
 import pytest
 import redis
+from redis import asyncio as aioredis
 
+from connectors.identity import Identity
 from connectors.push import DELIVERY_FAILURES_STREAM, DeliveryFailed
+from connectors.retry_keys import REPEAT_KEY
+from connectors.wechat.deliveries import MAX_TAKEOVERS, SWEEP_SECONDS, Deliveries, OwedReply
 from tests.conftest import (
     SYSTEM_REDIS_URL,
     WECHAT_AES_KEY,
@@ -141,6 +145,80 @@ def test_a_turn_stored_by_a_dead_instance_is_answered_from_the_store(
     texts = wechat_api.wait_for_texts(openid, 2, timeout=20)
     assert texts == [first, first]  # the stored reply again, not a new turn's
     assert events(scaled[0], openid) == stored
+
+
+def owe(openid: str, msg_id: int, text: str, *, lease_seconds: float, owner: str,
+        takeovers: int = 0) -> OwedReply:
+    """Write down a reply as an instance owing it does (connectors.wechat.deliveries)."""
+    metadata = Identity("wechat", openid, "wechat_signature").metadata(
+        app_id=APP_ID, msg_id=str(msg_id), msg_type="text"
+    )
+    metadata[REPEAT_KEY] = str(msg_id)
+    owed = OwedReply(str(msg_id), f"wechat:{openid}", text, metadata, "zh")
+
+    async def write() -> None:
+        client = aioredis.Redis.from_url(SYSTEM_REDIS_URL, decode_responses=True)
+        try:
+            deliveries = Deliveries(client, APP_ID, lease_seconds)
+            await deliveries.owe(owed, owner)
+            if takeovers:
+                await client.hset(deliveries.keys[3], owed.message_id, takeovers)
+        finally:
+            await client.close()
+
+    asyncio.run(write())
+    return owed
+
+
+def still_owed(shared_redis: redis.Redis, message_id: str) -> bool:
+    return shared_redis.zscore(f"wechat:{APP_ID}:owed", message_id) is not None
+
+
+def test_a_reply_owed_by_a_dead_instance_is_delivered_by_another(
+    scaled: list[Service], wechat_api: FakeWeChatAPI, shared_redis: redis.Redis
+) -> None:
+    # An instance told WeChat "success" (so WeChat won't resend) and died before
+    # the reply left: a live instance finds the lapsed debt and answers.
+    openid, msg_id = new_openid(), time.time_ns() % 10**18
+    owe(openid, msg_id, "运费怎么算", lease_seconds=0.001, owner="dead-instance")
+    [reply] = wechat_api.wait_for_texts(openid, timeout=30)
+    assert "包邮" in reply
+    assert [e["text"] for e in events(scaled[0], openid)] == ["运费怎么算"]
+    wait_until(lambda: not still_owed(shared_redis, str(msg_id)), timeout=10)
+    time.sleep(SWEEP_SECONDS * 2)  # settled: no one delivers it again
+    assert len(wechat_api.texts_to(openid)) == 1
+
+
+def test_an_owed_reply_whose_turn_was_stored_is_sent_from_the_store(
+    scaled: list[Service], callers: list[WeChatCaller], wechat_api: FakeWeChatAPI,
+    shared_redis: redis.Redis,
+) -> None:
+    # The dead instance had stored the turn: the reply is sent, no turn runs again.
+    openid, msg_id = new_openid(), time.time_ns() % 10**18
+    assert callers[0].post(text(openid, "运费怎么算", msg_id=msg_id)).is_success
+    [first] = wechat_api.wait_for_texts(openid, timeout=20)
+    wait_until(lambda: not still_owed(shared_redis, str(msg_id)), timeout=10)  # settled
+    stored = events(scaled[0], openid)
+    owe(openid, msg_id, "运费怎么算", lease_seconds=0.001, owner="dead-instance")
+    assert wechat_api.wait_for_texts(openid, 2, timeout=30) == [first, first]
+    assert events(scaled[0], openid) == stored
+
+
+def test_a_live_owners_debt_is_left_alone_and_a_cursed_one_gets_the_notice(
+    scaled: list[Service], wechat_api: FakeWeChatAPI, shared_redis: redis.Redis
+) -> None:
+    alive, alive_id = new_openid(), time.time_ns() % 10**18
+    owe(alive, alive_id, "运费怎么算", lease_seconds=60, owner="a-live-instance")
+    # Taken over three times already (its turn kills every server that runs it):
+    # the fourth gives the trouble notice instead of running it again.
+    cursed, cursed_id = new_openid(), alive_id + 1
+    owe(cursed, cursed_id, "运费怎么算", lease_seconds=0.001, owner="dead-instance",
+        takeovers=MAX_TAKEOVERS)
+    [notice_text] = wechat_api.wait_for_texts(cursed, timeout=30)
+    assert "系统繁忙" in notice_text
+    assert events(scaled[0], cursed) == []
+    assert wechat_api.texts_to(alive) == [] and still_owed(shared_redis, str(alive_id))
+    shared_redis.zrem(f"wechat:{APP_ID}:owed", str(alive_id))
 
 
 def test_instances_fetch_one_access_token_between_them(

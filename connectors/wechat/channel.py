@@ -18,7 +18,12 @@ WeChat's servers POST each customer message (plain or AES "safe" mode), wait
   "success" and the reply goes through the customer-service message API when
   ready (connectors.wechat.output). A retry that finds the first copy still
   working switches it to that API, so a reply is never lost with an answer
-  WeChat already gave up on, nor sent twice.
+  WeChat already gave up on, nor sent twice;
+- once WeChat was told "success" it never sends the message again: until its
+  reply is delivered, it is owed in Redis, and another instance takes it over
+  if this one dies first (connectors.wechat.deliveries);
+- a copy or instance that takes a message over runs it with its retry key:
+  a turn the dead instance stored is answered from the store, not run twice.
 
 The conversation id is "wechat:<OpenID>" from the signed request; media the
 bot can't read is acknowledged, kept in the transcript and a person offered.
@@ -55,6 +60,12 @@ from connectors.wechat.claims import (
     MAX_LEASE_SECONDS,
     MIN_LEASE_SECONDS,
     Claims,
+)
+from connectors.wechat.deliveries import (
+    MAX_TAKEOVERS,
+    SWEEP_SECONDS,
+    Deliveries,
+    OwedReply,
 )
 from connectors.wechat.inbound import (
     MAX_BODY_BYTES,
@@ -205,6 +216,9 @@ class WeChatInput(InputChannel):
         self.output = WeChatOutput(self.api, config.off_reason)
         self.rate = RateLimiter(config.limits, prefix=f"ratelimit:{CHANNEL}")
         self._tasks: set[asyncio.Future] = set()
+        # This process, as the owner of replies it takes over (connectors.wechat.deliveries).
+        self._instance = uuid.uuid4().hex
+        self._sweeper: asyncio.Task[None] | None = None
 
     @classmethod
     def name(cls) -> str:
@@ -264,6 +278,17 @@ class WeChatInput(InputChannel):
             except Exception:  # e.g. Redis unreachable: say so rather than WeChat's "无法提供服务"
                 logger.exception("WeChat message from %s failed", inbound.openid)
                 return self._reply(inbound, notice("trouble", language="zh"))
+
+        @blueprint.listener("after_server_start")
+        async def start_sweeping(*_: Any) -> None:
+            if not self.config.missing and self._sweeper is None:
+                self._sweeper = asyncio.ensure_future(self._sweep(on_new_message))
+
+        @blueprint.listener("before_server_stop")
+        async def stop_sweeping(*_: Any) -> None:
+            if self._sweeper is not None:
+                self._sweeper.cancel()
+                self._sweeper = None
 
         return blueprint
 
@@ -375,6 +400,7 @@ class WeChatInput(InputChannel):
             return await self._notice(claims, inbound, owner, too_long)
 
         work: Coroutine[Any, Any, list[dict[str, Any]]]
+        owed: OwedReply | None = None
         if text is None:
             agent = request.app.ctx.agent
             work = self._media(agent, conversation, inbound, metadata)
@@ -388,7 +414,11 @@ class WeChatInput(InputChannel):
                 metadata=metadata,
             )
             work = self._turn(on_new_message, message)
-        return await self._respond(claims, inbound, owner, conversation, work, started, language)
+            # Written down if the reply misses the passive window (see _respond).
+            owed = OwedReply(inbound.dedup_id, conversation, text, metadata, language)
+        return await self._respond(
+            claims, inbound, owner, conversation, work, started, language, owed
+        )
 
     def _retry_answer(self, inbound: Inbound, given: str | None) -> HTTPResponse:
         logger.info("WeChat retry of %s (%s)", inbound.dedup_id, "passive" if given else "async")
@@ -417,6 +447,7 @@ class WeChatInput(InputChannel):
         work: Coroutine[Any, Any, list[dict[str, Any]]],
         started: float,
         language: str,
+        owed: OwedReply | None = None,
     ) -> HTTPResponse:
         task = asyncio.ensure_future(self._guarded(work, conversation, language))
         self._spawn(claims.keep_lease(inbound.dedup_id, owner, task))
@@ -432,7 +463,17 @@ class WeChatInput(InputChannel):
             if fits and await claims.answer_passively(inbound.dedup_id, owner, text):
                 return self._reply(inbound, text)
         if await claims.go_async(inbound.dedup_id, owner):
-            self._spawn(self._deliver(task, conversation))
+            # WeChat won't send this message again once told "success": the reply
+            # is owed in Redis until delivered, for another instance to take over
+            # should this one die first.
+            if owed is not None:
+                try:
+                    await self._deliveries().owe(owed, owner)
+                except Exception:
+                    logger.exception("could not write down the reply owed for WeChat "
+                                     "message %s; it is delivered from here only", owed.message_id)
+                    owed = None
+            self._spawn(self._deliver(task, conversation, owed, owner))
         else:  # a copy took it over while this one hung past its lease: one reply
             logger.warning("WeChat message %s was taken over; this copy sends nothing",
                            inbound.dedup_id)
@@ -450,12 +491,79 @@ class WeChatInput(InputChannel):
             logger.exception("WeChat message of %s failed", conversation)
             return [{"text": notice("trouble", language=language)}]
 
-    async def _deliver(self, task: Awaitable[list[dict[str, Any]]], conversation: str) -> None:
-        messages = await task
+    def _deliveries(self) -> Deliveries:
+        return Deliveries(get_redis(), self.config.app_id)
+
+    async def _deliver(
+        self,
+        task: asyncio.Future[list[dict[str, Any]]],
+        conversation: str,
+        owed: OwedReply | None = None,
+        owner: str = "",
+    ) -> None:
+        if owed is None:
+            await self._send(await task, conversation)
+            return
+        deliveries = self._deliveries()
+        await deliveries.keep(owed.message_id, owner, task)  # its lease lives while it runs
+        messages = task.result()
+        try:
+            mine = await deliveries.renew(owed.message_id, owner)
+        except Exception:  # Redis away: deliver all the same (at least once)
+            mine = True
+        if not mine:  # this process hung past its lease and another took it over
+            logger.warning("owed WeChat reply %s was taken over; not sent from here",
+                           owed.message_id)
+            return
+        await self._send(messages, conversation)
+        try:
+            await deliveries.settle(owed.message_id, owner)
+        except Exception:  # left owed: another instance will deliver it again
+            logger.warning("could not settle the owed WeChat reply %s", owed.message_id)
+
+    async def _send(self, messages: list[dict[str, Any]], conversation: str) -> None:
         try:
             await self.output.send_messages(conversation, messages)
         except PushError as error:  # logged and recorded for the desk by the output
             logger.debug("async WeChat reply not delivered: %s", error)
+
+    async def _sweep(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> None:
+        """Take over replies owed by instances that stopped renewing their lease."""
+        while True:
+            await asyncio.sleep(SWEEP_SECONDS)
+            try:
+                due = await self._deliveries().take_due(self._instance)
+            except Exception:  # Redis away: the next sweep tries again
+                logger.debug("could not look for owed WeChat replies", exc_info=True)
+                continue
+            for owed in due:
+                self._spawn(self._take_over(owed, on_new_message))
+
+    async def _take_over(
+        self, owed: OwedReply, on_new_message: Callable[[UserMessage], Awaitable[Any]]
+    ) -> None:
+        logger.warning(
+            "WeChat message %s of %s: its reply was owed by an instance that stopped; "
+            "answering it here (take-over %d)", owed.message_id, owed.conversation,
+            owed.takeovers,
+        )
+        work: Coroutine[Any, Any, list[dict[str, Any]]]
+        if owed.takeovers > MAX_TAKEOVERS:
+            work = _said(notice("trouble", language=owed.language))
+        else:
+            # Its retry key is in the metadata: a turn the dead instance stored is
+            # answered from the store, not run again.
+            message = UserMessage(
+                owed.text,
+                CollectingOutputChannel(),
+                owed.conversation,
+                input_channel=CHANNEL,
+                message_id=owed.message_id,
+                metadata=owed.metadata,
+            )
+            work = self._guarded(self._turn(on_new_message, message), owed.conversation,
+                                 owed.language)
+        await self._deliver(asyncio.ensure_future(work), owed.conversation, owed, self._instance)
 
     def _spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
         # Keep a reference: the loop holds tasks only weakly.
@@ -524,6 +632,10 @@ class WeChatInput(InputChannel):
             )
         except Exception:
             logger.exception("could not record that %s unsubscribed", conversation)
+
+
+async def _said(text: str) -> list[dict[str, Any]]:
+    return [{"text": text}]
 
 
 async def _append_to_transcript(
