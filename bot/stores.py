@@ -9,6 +9,7 @@ default (SQLite under var/, the embedded Redis) and the scale-out setup
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -62,6 +63,10 @@ def _tracker_pragmas(dbapi_connection: Any, record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+# On a tracker this store read: how many of its events are stored (bot.stores).
+STORED_EVENTS = "_stored_events"
 
 
 class URLTrackerStore(SQLTrackerStore):
@@ -131,13 +136,25 @@ class URLTrackerStore(SQLTrackerStore):
             events = [json.loads(row.data) for row in rows]
         if not (self.domain and events):
             return None
-        return DialogueStateTracker.from_dict(sender_id, events, self.domain.slots)
+        tracker = DialogueStateTracker.from_dict(sender_id, events, self.domain.slots)
+        if not all_sessions and len(tracker.events) == len(events):
+            # What is stored of the current session: its save need not count it again.
+            tracker.__dict__[STORED_EVENTS] = len(events)
+        return tracker
 
     def _write(self, tracker: DialogueStateTracker) -> None:
         rows: list[dict[str, Any]] = []
         bodies: list[dict[str, Any]] = []
+        # Rasa's save counts the stored events of the session (a query per save) to
+        # tell which are new. A tracker this store read knows that number; every
+        # write of a conversation holds its lock, so nothing was added meanwhile.
+        stored = tracker.__dict__.get(STORED_EVENTS)
         with self.session_scope() as session:
-            for event in self._additional_events(session, tracker):
+            new_events = (
+                itertools.islice(tracker.events, stored, None) if stored is not None
+                else self._additional_events(session, tracker)
+            )
+            for event in new_events:
                 data = event.as_dict()
                 rows.append({
                     "sender_id": tracker.sender_id,
@@ -153,6 +170,8 @@ class URLTrackerStore(SQLTrackerStore):
                 # same rows: Rasa's columns and its JSON of each event).
                 session.execute(self.SQLEvent.__table__.insert(), rows)
             session.commit()
+        if stored is not None:  # saved again later (rare): only what is new then
+            tracker.__dict__[STORED_EVENTS] = stored + len(rows)
         if isinstance(self.event_broker, RedisStreamBroker):
             self.event_broker.publish_many(bodies)  # one round trip for the turn's events
         elif self.event_broker is not None:

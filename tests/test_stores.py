@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import redis
 from rasa.shared.core.domain import Domain
-from rasa.shared.core.events import SlotSet, UserUttered
+from rasa.shared.core.events import SessionStarted, SlotSet, UserUttered
 from rasa.shared.core.trackers import DialogueStateTracker
 from rasa.utils.endpoints import EndpointConfig
 
@@ -55,6 +55,42 @@ async def test_sqlite_tracker_store_creates_its_folder_and_keeps_conversations(
 async def test_postgres_tracker_store(domain: Domain) -> None:
     store = URLTrackerStore(domain=domain, host=POSTGRES_URL)
     await _roundtrip(store, domain)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_a_read_tracker_saves_only_its_new_events_without_counting(
+    backend: str, tmp_path: Path, domain: Domain, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path / 'tracker.db'}" if backend == "sqlite" else POSTGRES_URL
+    store = URLTrackerStore(domain=domain, host=url)
+    sender = f"test-{uuid.uuid4().hex}"
+    first = [UserUttered("你好", {"name": "greet", "confidence": 0.9}), SlotSet("language", "zh")]
+    await store.save(DialogueStateTracker.from_events(sender, first, domain.slots))
+
+    def counted(*_: object) -> None:
+        raise AssertionError("a tracker read from the store counted its stored events")
+
+    monkeypatch.setattr(store, "_additional_events", counted)
+    tracker = await store.retrieve(sender)
+    assert tracker is not None
+    tracker.update(UserUttered("运费", {"name": "faq", "confidence": 0.9}))
+    await store.save(tracker)
+    tracker.update(SlotSet("language", "en"))  # saved again: only what is new then
+    await store.save(tracker)
+    again = await store.retrieve(sender)
+    assert again is not None
+    assert [e.as_dict()["event"] for e in again.events] == ["user", "slot", "user", "slot"]
+    assert again.get_slot("language") == "en"
+    # A session's events are what it counts: a new session starts a new count.
+    again.update(SessionStarted())
+    again.update(UserUttered("hi", {"name": "greet", "confidence": 0.9}))
+    await store.save(again)
+    latest = await store.retrieve(sender)
+    assert latest is not None
+    assert [e.as_dict()["event"] for e in latest.events] == ["session_started", "user"]
+    full = await store.retrieve_full_tracker(sender)
+    assert full is not None and len(full.events) == 6
 
 
 def test_heroku_style_postgres_url_is_accepted() -> None:
