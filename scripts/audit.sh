@@ -8,6 +8,11 @@ cd "$(dirname "$0")/.."
 
 stamp=.venv-audit/.installed-$(sha256sum < requirements/audit.txt | cut -c1-16)
 if [ ! -f "$stamp" ]; then
+    # A venv cut short (an install killed during ensurepip) has a python but
+    # no pip: made again rather than failing every later run.
+    if [ -x .venv-audit/bin/python ] && ! .venv-audit/bin/python -m pip --version >/dev/null 2>&1; then
+        rm -rf .venv-audit
+    fi
     if [ ! -x .venv-audit/bin/python ]; then
         # Any Python 3.10 will do; bootstrap.sh has found or made one in .venv.
         py=${PYTHON:-}

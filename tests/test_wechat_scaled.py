@@ -101,6 +101,12 @@ def test_safe_mode_refuses_plain_bodies_even_under_a_real_requests_signature(
     assert len(wechat_api.texts_to(victim)) == 1
 
 
+def left_in_work_by_a_dead_instance(shared_redis: redis.Redis, msg_id: int) -> None:
+    """A claim as a dead instance leaves it: in work, its lease no longer renewed."""
+    shared_redis.set(f"wechat:{APP_ID}:seen:{msg_id}", "processing:dead-instance", ex=3600)
+    shared_redis.set(f"wechat:{APP_ID}:lease:{msg_id}", "dead-instance", px=1)
+
+
 def test_a_message_left_in_work_by_a_dead_instance_is_answered_on_retry(
     scaled: list[Service],
     callers: list[WeChatCaller],
@@ -111,8 +117,7 @@ def test_a_message_left_in_work_by_a_dead_instance_is_answered_on_retry(
     # "processing" and its lease is no longer renewed. WeChat retries (same MsgId).
     openid = new_openid()
     msg_id = time.time_ns() % 10**18
-    shared_redis.set(f"wechat:{APP_ID}:seen:{msg_id}", "processing:dead-instance", ex=3600)
-    shared_redis.set(f"wechat:{APP_ID}:lease:{msg_id}", "dead-instance", px=1)
+    left_in_work_by_a_dead_instance(shared_redis, msg_id)
     xml = text(openid, "运费怎么算", msg_id=msg_id)
     assert callers[1].post(xml).is_success
     [reply] = wechat_api.wait_for_texts(openid, timeout=20)
@@ -138,8 +143,7 @@ def test_a_turn_stored_by_a_dead_instance_is_answered_from_the_store(
     [first] = wechat_api.wait_for_texts(openid, timeout=20)
     stored = events(scaled[0], openid)
     # As the dead owner left it: in work, its lease no longer renewed.
-    shared_redis.set(f"wechat:{APP_ID}:seen:{msg_id}", "processing:dead-instance", ex=3600)
-    shared_redis.set(f"wechat:{APP_ID}:lease:{msg_id}", "dead-instance", px=1)
+    left_in_work_by_a_dead_instance(shared_redis, msg_id)
     time.sleep(0.05)
     assert callers[1].post(xml).is_success
     texts = wechat_api.wait_for_texts(openid, 2, timeout=20)

@@ -28,6 +28,8 @@ from typing import Awaitable
 
 from redis import asyncio as aioredis
 
+from connectors.leases import renew_until_done
+
 logger = logging.getLogger(__name__)
 
 # WeChat's retries come within ~15 s; an hour leaves room for slow ones.
@@ -135,17 +137,10 @@ class Claims:
     async def keep_lease(self, dedup_id: str, owner: str, work: Awaitable[object]) -> None:
         """Renew the lease every third of it until `work` is done (or the
         message is answered: a lease matters only while it is in work)."""
-        interval = self.lease_ms / 3000
-        done = asyncio.ensure_future(work)
-        while not done.done():
-            await asyncio.wait({done}, timeout=interval)
-            if done.done():
-                return
-            try:
-                if not await self.renew(dedup_id, owner):
-                    return
-            except Exception:  # Redis away: a copy may take over; the turn goes on
-                logger.warning("could not renew the lease on WeChat message %s", dedup_id)
+        await renew_until_done(
+            asyncio.ensure_future(work), self.lease_ms / 3000,
+            lambda: self.renew(dedup_id, owner), f"WeChat message {dedup_id}",
+        )
 
     async def answer_passively(self, dedup_id: str, owner: str, text: str) -> bool:
         """May the owner answer with `text`? (No if a copy turned it to the API or took it.)"""

@@ -31,6 +31,8 @@ from typing import Any, Awaitable
 
 from redis import asyncio as aioredis
 
+from connectors.leases import renew_until_done
+
 logger = logging.getLogger(__name__)
 
 LEASE_SECONDS = 10.0  # renewed every third: a live owner never loses it
@@ -139,16 +141,9 @@ class Deliveries:
         return taken
 
     async def keep(self, message_id: str, owner: str, work: Awaitable[object]) -> None:
-        """Renew the lease every third of it until `work` is done."""
-        interval = self.lease_ms / 3000
+        """Renew the lease every third of it until `work` is done (or the debt
+        was taken over), then wait for `work`."""
         done = asyncio.ensure_future(work)
-        while not done.done():
-            await asyncio.wait({done}, timeout=interval)
-            if done.done():
-                break
-            try:
-                if not await self.renew(message_id, owner):
-                    logger.warning("owed WeChat reply %s was taken over", message_id)
-            except Exception:  # Redis away: another instance may take it over
-                logger.warning("could not renew the owed WeChat reply %s", message_id)
+        await renew_until_done(done, self.lease_ms / 3000, lambda: self.renew(message_id, owner),
+                               f"the reply owed for WeChat message {message_id}")
         await done
