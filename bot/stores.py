@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -35,6 +34,7 @@ from sqlalchemy import create_engine, event, text
 from sqlalchemy.orm import sessionmaker
 from sqlalchemy.pool import QueuePool
 
+from bot import fast_json
 from bot.events.stream import RedisStreamBroker
 from bot.settings import get_settings
 from bot.shop.database import sqlite_pragmas
@@ -145,7 +145,7 @@ class URLTrackerStore(SQLTrackerStore):
         query = _ALL_EVENTS if all_sessions else _SESSION_EVENTS
         with self.session_scope() as session:
             data = session.execute(query, {"sender": sender_id}).scalars().all()
-            events = [json.loads(raw) for raw in data]
+            events = [fast_json.loads(raw) for raw in data]
         if not (self.domain and events):
             return None
         tracker = DialogueStateTracker.from_dict(sender_id, events, self.domain.slots)
@@ -174,7 +174,7 @@ class URLTrackerStore(SQLTrackerStore):
                     "timestamp": data.get("timestamp"),
                     "intent_name": (data.get("parse_data") or {}).get("intent", {}).get("name"),
                     "action_name": data.get("name"),
-                    "data": json.dumps(data),
+                    "data": fast_json.dumps(data),
                 })
                 bodies.append({"sender_id": tracker.sender_id, **data})
             if rows:

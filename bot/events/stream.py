@@ -19,7 +19,6 @@ acknowledged never comes again. Entries a dead consumer held longer than
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Dict, List
@@ -29,6 +28,7 @@ from rasa.core.brokers.broker import EventBroker
 from rasa.utils.endpoints import EndpointConfig
 from redis import asyncio as aioredis
 
+from bot import fast_json
 from bot.settings import get_settings
 
 logger = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ def entry_fields(event: Dict[str, Any]) -> Dict[str, str]:
     """A stream entry's fields for an event (with its "sender_id")."""
     return {
         "sender_id": str(event.get("sender_id") or ""),
-        "event": json.dumps(event, ensure_ascii=False),
+        "event": fast_json.dumps(event),
     }
 
 
@@ -197,7 +197,7 @@ def _entry(row: Any) -> Entry | None:
     if not fields:  # deleted meanwhile (trimmed)
         return None
     fields = {_text(k): _text(v) for k, v in fields.items()}
-    return Entry(_text(entry_id), fields.get("sender_id", ""), json.loads(fields["event"]))
+    return Entry(_text(entry_id), fields.get("sender_id", ""), fast_json.loads(fields["event"]))
 
 
 def _text(value: Any) -> str:

@@ -18,6 +18,8 @@ _BATCH = 256
 # Below this many texts, one BLAS thread (see encode).
 _SMALL = 16
 SENTENCE_DIM = 512
+# Messages' sentences remembered, most recent first: 4096 × 2 KB.
+_REMEMBERED = 4096
 
 
 @lru_cache(maxsize=4)
@@ -27,6 +29,13 @@ def load_encoder(threads: int) -> Any:
     return USE(threads=threads)
 
 
+@lru_cache(maxsize=_REMEMBERED)
+def _encoded(text: str) -> np.ndarray:
+    vector = np.asarray(load_encoder(1).encode([text])[0], np.float32)
+    vector.setflags(write=False)  # shared by every caller that asks again
+    return vector
+
+
 def encode(texts: List[str], threads: int | None = None) -> np.ndarray:
     """Embed texts (SENTENCE_DIM floats each); empty texts get a zero vector.
 
@@ -34,8 +43,16 @@ def encode(texts: List[str], threads: int | None = None) -> np.ndarray:
     small to split, and OpenBLAS's second thread would spin-wait on the other
     core, which a busy server needs for other customers. Training batches use two.
     """
+    if threads is None and len(texts) < _SMALL:
+        # A message: its sentences one by one, each remembered (greetings, thanks,
+        # the hot questions' buttons come back word for word all day).
+        out = np.zeros((len(texts), SENTENCE_DIM), dtype=np.float32)
+        for i, text in enumerate(texts):
+            if text.strip():
+                out[i] = _encoded(text)
+        return out
     if threads is None:
-        threads = 1 if len(texts) < _SMALL else 2
+        threads = 2
     encoder = load_encoder(threads)
     out = np.zeros((len(texts), SENTENCE_DIM), dtype=np.float32)
     todo = [i for i, text in enumerate(texts) if text.strip()]
