@@ -182,8 +182,9 @@ class URLTrackerStore(SQLTrackerStore):
                 # same rows: Rasa's columns and its JSON of each event).
                 session.execute(self.SQLEvent.__table__.insert(), rows)
             session.commit()
-        if stored is not None:  # saved again later (rare): only what is new then
-            tracker.__dict__[STORED_EVENTS] = stored + len(rows)
+        # All of it is stored now: a later save of this tracker (a new
+        # conversation's, created and saved at its first message) adds what is new.
+        tracker.__dict__[STORED_EVENTS] = len(tracker.events)
         if isinstance(self.event_broker, RedisStreamBroker):
             self.event_broker.publish_many(bodies)  # one round trip for the turn's events
         elif self.event_broker is not None:

@@ -9,6 +9,7 @@ vectors among them.
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from typing import Any, List
 
@@ -18,8 +19,9 @@ _BATCH = 256
 # Below this many texts, one BLAS thread (see encode).
 _SMALL = 16
 SENTENCE_DIM = 512
-# Messages' sentences remembered, most recent first: 4096 × 2 KB.
-_REMEMBERED = 4096
+# Messages' sentences remembered, most recent first: 4096 × 2 KB (8 MB);
+# BOT_SENTENCE_MEMORY sets how many (0: none).
+_REMEMBERED = int(os.environ.get("BOT_SENTENCE_MEMORY") or 4096)
 
 
 @lru_cache(maxsize=4)
