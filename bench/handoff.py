@@ -70,6 +70,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import latency  # noqa: E402  (bench/latency.py: the server and the stock baseline)
+import stats  # noqa: E402  (bench/stats.py)
 
 RESULTS = ROOT / "bench" / "results"
 PASSWORD = "bench-agent-password"
@@ -90,23 +91,8 @@ if not hasattr(aiohttp, "ClientWSTimeout"):
     aiohttp.ClientWSTimeout = lambda ws_close=10.0, **_: ws_close  # type: ignore[attr-defined]
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
-
-
 def summary(values: list[float]) -> dict[str, float]:
-    if not values:
-        return {"n": 0}
-    return {
-        "n": len(values),
-        "p50_ms": round(percentile(values, 50), 1),
-        "p90_ms": round(percentile(values, 90), 1),
-        "p99_ms": round(percentile(values, 99), 1),
-        "max_ms": round(max(values), 1),
-        "mean_ms": round(sum(values) / len(values), 1),
-    }
+    return stats.summary(values, (50, 90, 99))
 
 
 # --- what was sent and what arrived ---------------------------------------------------------
@@ -651,7 +637,7 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
     model = latest_model(ROOT / "models")
     if model is None:
         raise SystemExit("no model: run `bot train` first")
-    desk_port = latency.free_port()
+    desk_port = stats.free_port()
     server = latency.Server(model, "handoff", {})
     server.extra_env = {
         "BOT_DESK_PORT": str(desk_port),
@@ -688,7 +674,7 @@ def run_stock(args: argparse.Namespace) -> dict[str, Any]:
     while not cached.exists() and time.monotonic() < deadline:
         time.sleep(5)  # another process (bench/latency.py) may be training it now
     model = latency.stock_model(5)
-    server = latency.Server(model, "stock", {"BOT_DESK_PORT": str(latency.free_port())})
+    server = latency.Server(model, "stock", {"BOT_DESK_PORT": str(stats.free_port())})
     print(f"[stock] starting stock Rasa on {model.name} ...", flush=True)
     server.start()
     try:

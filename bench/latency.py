@@ -46,7 +46,6 @@ import platform
 import secrets
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -65,6 +64,7 @@ sys.path.insert(0, str(ROOT))
 import channels  # noqa: E402  (bench/channels.py)
 import machine  # noqa: E402  (bench/machine.py)
 import mix  # noqa: E402  (bench/mix.py)
+from stats import free_port, summary  # noqa: E402  (bench/stats.py)
 
 from bot.training import fingerprint  # noqa: E402
 from tests.shop_customers import fresh_customer  # noqa: E402
@@ -93,31 +93,6 @@ TARGET_RSS_MB = 600.0
 BURST_MESSAGES = 4
 BURST_GAP_S = 0.03
 WECHAT_WINDOW_S = 4.0
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
-
-
-def summary(latencies: list[float]) -> dict[str, float]:
-    return {
-        "n": len(latencies),
-        "p50_ms": round(percentile(latencies, 50), 1),
-        "p95_ms": round(percentile(latencies, 95), 1),
-        "p99_ms": round(percentile(latencies, 99), 1),
-        "mean_ms": round(statistics.fmean(latencies), 1),
-        "max_ms": round(max(latencies), 1),
-    }
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 class Server:
     """`bot run` on a given model, in a fresh var dir, on free ports."""

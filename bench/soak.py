@@ -52,7 +52,6 @@ import platform
 import random
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -74,6 +73,7 @@ sys.path.insert(0, str(ROOT))
 
 import machine  # noqa: E402  (bench/machine.py)
 import mix  # noqa: E402  (bench/mix.py)
+from stats import free_port, summary  # noqa: E402  (bench/stats.py)
 
 from tests.shop_customers import fresh_customer  # noqa: E402
 
@@ -90,33 +90,6 @@ ONCE = {"utter_ask_order_id_cancel", "utter_ask_order_id_refund", "utter_ask_ord
 # conversation lock lifetime, which a crashed instance's turn holds until it lapses.
 ATTEMPT_TIMEOUT_S = 150.0
 GIVE_UP_S = 400.0  # a message still unanswered after this is lost
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
-
-
-def summary(latencies: list[float]) -> dict[str, float]:
-    if not latencies:
-        return {"n": 0}
-    return {
-        "n": len(latencies),
-        "p50_ms": round(percentile(latencies, 50), 1),
-        "p95_ms": round(percentile(latencies, 95), 1),
-        "p99_ms": round(percentile(latencies, 99), 1),
-        "mean_ms": round(statistics.fmean(latencies), 1),
-        "max_ms": round(max(latencies), 1),
-    }
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # --- the instances ---------------------------------------------------------------------

@@ -57,8 +57,7 @@ class BadBody(ValueError):
 class RestMessage:
     sender: str
     text: str
-    metadata: dict[str, Any] | None
-    message_id: str | None = None
+    metadata: dict[str, Any] | None  # with the caller's message_id as REPEAT_KEY
 
 
 def _depth(value: Any, limit: int) -> int:
@@ -106,7 +105,7 @@ def check_body(body: bytes) -> RestMessage:
         metadata = {k: v for k, v in metadata.items() if k != REPEAT_KEY}
     if message_id is not None:
         metadata = {**(metadata or {}), REPEAT_KEY: message_id}
-    return RestMessage(sender, text, metadata, message_id)
+    return RestMessage(sender, text, metadata)
 
 
 def bearer_token(request: Request) -> str | None:

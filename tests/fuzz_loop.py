@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Iterator
 
 from hypothesis import HealthCheck, Phase, settings
+from hypothesis import strategies as st
 
 from tests.channel_server import serve_channel
 
@@ -112,3 +113,21 @@ def watched_logs() -> Iterator[LogWatch]:
         yield watch
     finally:
         root.removeHandler(watch)
+
+
+# --- strategies the app and web fuzz tests share ----------------------------------------
+
+json_leaf = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=50)
+)
+# Any JSON value a client may send, a few levels deep.
+json_values = st.recursive(
+    json_leaf,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner,
+                                                                  max_size=4),
+    max_leaves=12,
+)
+# Text a stranger may type: any code point (control characters, lone surrogates)…
+wild_text = st.text(st.characters(codec=None), max_size=60)
+# …and some that are long.
+long_text = st.integers(1990, 3000).map(lambda n: "长" * n)

@@ -25,10 +25,10 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import httpx
 import pytest
@@ -56,6 +56,7 @@ TROUBLE = ("系统繁忙", "something went wrong")  # connectors.notices "troubl
 # utter_technical_trouble (the dialogue's apology when an action failed)
 APOLOGY = ("开了个小差", "went wrong on our side just now")
 MEASURED: dict[str, Any] = {}
+T = TypeVar("T")
 
 
 # --- the services and their processes ---------------------------------------------------
@@ -168,6 +169,36 @@ async def restarted(service: Service, name: str, before: int, since: float) -> f
         assert time.monotonic() < deadline, f"{name} not restarted:\n{service.log.read_text()}"
         await asyncio.sleep(0.1)
     return round(time.monotonic() - since, 1)
+
+
+@dataclass
+class Killed(Generic[T]):
+    """Rasa killed mid-turn: what started the turns returned, and when."""
+
+    service: Service
+    result: T
+    at: float
+    starts_before: int
+
+    async def back(self) -> float:
+        """Seconds from the kill until the supervisor had Rasa ready again."""
+        return await restarted(self.service, "rasa", self.starts_before, self.at)
+
+
+async def kill_rasa_mid_turn(service: Service, start: Callable[[], Awaitable[T]]) -> Killed[T]:
+    """Stop the action server, so the turns `start` begins hang inside Rasa (the
+    refund form's validation); kill -9 Rasa once `start` returns; let the action
+    server go on."""
+    pids = children(service)
+    starts_before = len(ready_lines(service, "rasa"))
+    os.kill(pids["actions"], signal.SIGSTOP)
+    try:
+        result = await start()
+        at = time.monotonic()
+        os.kill(pids["rasa"], signal.SIGKILL)
+    finally:
+        os.kill(pids["actions"], signal.SIGCONT)
+    return Killed(service, result, at, starts_before)
 
 
 # --- one customer per channel -------------------------------------------------------------
@@ -387,20 +418,15 @@ async def test_rasa_killed_mid_turn_every_message_answered_once_after_the_restar
     try:
         for customer in customers:
             assert await customer.say("你好"), customer.name
-        # The turns hang on a stopped action server (the refund form's validation),
-        # so Rasa dies in the middle of each: lock taken, claims held.
-        pids = children(faulty)
-        before = len(ready_lines(faulty, "rasa"))
-        os.kill(pids["actions"], signal.SIGSTOP)
-        try:
+        # Rasa dies in the middle of each turn: lock taken, claims held.
+        async def start() -> list[asyncio.Future[Any]]:
             tasks = [asyncio.ensure_future(attempt(c, "我要退款")) for c in customers]
             await asyncio.sleep(2.0)
-            killed_at = time.monotonic()
-            os.kill(pids["rasa"], signal.SIGKILL)
-            first = await asyncio.gather(*tasks)
-        finally:
-            os.kill(pids["actions"], signal.SIGCONT)
-        seconds = await restarted(faulty, "rasa", before, killed_at)
+            return tasks
+
+        killed = await kill_rasa_mid_turn(faulty, start)
+        first = await asyncio.gather(*killed.result)
+        seconds = await killed.back()
         MEASURED["rasa restart (s)"] = seconds
         MEASURED["rasa killed: first attempt"] = shown(customers, first)
         for customer, result in zip(customers, first, strict=True):
@@ -450,25 +476,20 @@ async def test_the_widget_resends_what_died_with_rasa(faulty: Service) -> None:
             )
             conversation = conversation_of(token)
 
-            pids = children(faulty)
-            before = len(ready_lines(faulty, "rasa"))
-            os.kill(pids["actions"], signal.SIGSTOP)  # the refund turn hangs in Rasa
-            try:
+            async def start() -> None:
                 await page.locator(".jc-input").fill("我要退款")
                 await page.locator(".jc-input").press("Enter")
                 await asyncio.sleep(2.0)
-                killed_at = time.monotonic()
-                os.kill(pids["rasa"], signal.SIGKILL)
-            finally:
-                os.kill(pids["actions"], signal.SIGCONT)
-            await restarted(faulty, "rasa", before, killed_at)
+
+            killed = await kill_rasa_mid_turn(faulty, start)
+            await killed.back()
 
             # Answered after the restart, with nobody typing it again.
             asked = page.locator(".jc-msg.jc-customer", has_text="我要退款")
             answer = page.locator(".jc-msg.jc-customer:has-text('我要退款') ~ .jc-msg.jc-bot")
             await expect(answer.first).to_be_visible(timeout=timeout_ms)
             MEASURED["widget: answered after the kill (s)"] = round(
-                time.monotonic() - killed_at, 1
+                time.monotonic() - killed.at, 1
             )
             await expect(asked).to_have_count(1)
             notices = page.locator(".jc-msg.jc-customer:has-text('我要退款') ~ .jc-notice")
@@ -493,22 +514,18 @@ async def test_a_wechat_reply_owed_when_rasa_died_is_delivered_after_the_restart
     server takes the owed reply over and delivers it, once."""
     customer = WeChat(faulty, wechat_api)
     assert await customer.say("你好")
-    pids = children(faulty)
-    before = len(ready_lines(faulty, "rasa"))
-    os.kill(pids["actions"], signal.SIGSTOP)  # the refund turn hangs in Rasa
-    try:
+
+    async def start() -> None:
         xml = message_xml(customer.openid, "text", Content="我要退款")
         answer = await asyncio.to_thread(customer.caller.post, xml, None, None, None, TURN)
         assert answer.status == 200 and answer.reply is None, answer  # "success": owed
-        killed_at = time.monotonic()
-        os.kill(pids["rasa"], signal.SIGKILL)
-    finally:
-        os.kill(pids["actions"], signal.SIGCONT)
-    await restarted(faulty, "rasa", before, killed_at)
+
+    killed = await kill_rasa_mid_turn(faulty, start)
+    await killed.back()
     seen = len(wechat_api.texts_to(customer.openid))
     texts = await asyncio.to_thread(wechat_api.wait_for_texts, customer.openid, seen + 1, TURN)
     MEASURED["wechat owed reply delivered after the kill (s)"] = round(
-        time.monotonic() - killed_at, 1
+        time.monotonic() - killed.at, 1
     )
     assert not is_notice(texts[seen:]), texts
     assert user_texts(faulty, customer.conversation()).count("我要退款") == 1

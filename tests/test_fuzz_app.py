@@ -51,7 +51,16 @@ from hypothesis import strategies as st
 from connectors.app.channel import AppInput
 from tests.app_client import ws_url
 from tests.conftest import APP_JWT_SECRET, Service
-from tests.fuzz_loop import FUZZ, Heard, LoopThread, served, watched_logs
+from tests.fuzz_loop import (
+    FUZZ,
+    Heard,
+    LoopThread,
+    json_values,
+    long_text,
+    served,
+    watched_logs,
+    wild_text,
+)
 from tests.redis_db import redis_url
 from tests.web_client import tracker
 
@@ -168,17 +177,6 @@ def still_answers_every(app: App, every: int, key: str) -> None:
 
 # --- strategies -----------------------------------------------------------------------
 
-json_leaf = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=50)
-)
-json_values = st.recursive(
-    json_leaf,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner,
-                                                                  max_size=4),
-    max_leaves=12,
-)
-wild_text = st.text(st.characters(codec=None), max_size=60)
-long_text = st.integers(1990, 3000).map(lambda n: "长" * n)
 
 
 def dumps(value: Any) -> bytes:

@@ -56,7 +56,17 @@ from connectors.web.addresses import AddressLimits
 from connectors.web.channel import WebInput
 from connectors.web.identity import user_hash
 from tests.conftest import WEB_IDENTITY_SECRET, WEB_VISITOR_SECRET, Service
-from tests.fuzz_loop import FUZZ, Heard, LoopThread, served, watched_logs
+from tests.fuzz_loop import (
+    FUZZ,
+    Heard,
+    LoopThread,
+    json_leaf,
+    json_values,
+    long_text,
+    served,
+    watched_logs,
+    wild_text,
+)
 from tests.redis_db import redis_url
 from tests.web_client import WebClient, claims_of, forge, user_texts
 
@@ -156,19 +166,6 @@ async def until(client: WebClient, start: int, done: Any, timeout: float = WAIT)
 
 # --- strategies -------------------------------------------------------------------
 
-json_leaf = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=50)
-)
-json_values = st.recursive(
-    json_leaf,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner,
-                                                                  max_size=4),
-    max_leaves=12,
-)
-# Text a stranger may type: any code point (control characters, lone surrogates)…
-wild_text = st.text(st.characters(codec=None), max_size=60)
-# …and some that are long.
-long_text = st.integers(1990, 3000).map(lambda n: "长" * n)
 
 
 def b64(data: bytes) -> str:
@@ -331,6 +328,7 @@ def check_session_reply(events: list[Any], given: Any, victim: str, victim_subje
 
 @settings(FUZZ, max_examples=250)
 @given(payload=st.one_of(
+    json_leaf,
     json_values,
     st.fixed_dictionaries({}, optional={"session_id": st.one_of(json_values, wild_text)}),
     st.just("session"),
@@ -423,17 +421,22 @@ def test_host_claims_in_connect_auth(web: Web, logs: Any, claim: dict[str, Any])
             events = await until(client, 0, session_done)
             confirmed = [d for n, d in events if n == "session_confirm"]
             assert confirmed, events
-            subject = claims_of(confirmed[0])["sub"]
-            if subject.startswith("u-"):
-                assert subject == f"u-{genuine}", (claim, subject)
-            else:
-                # No claim at all: host_user_claim saw neither user_id nor user_hash.
-                assert claim.get("user_id") is None and claim.get("user_hash") is None, claim
+            assert_confirmed_as(confirmed[0], genuine, claim)
         finally:
             await client.close()
 
     web.run(one())
     still_answers_every(web, 75, "connect")
+
+
+def assert_confirmed_as(token: str, genuine: str | None, claim: dict[str, Any]) -> None:
+    """The session a host claim got: its genuine user's, or a visitor's when it
+    claimed no user at all (host_user_claim saw neither user_id nor user_hash)."""
+    subject = claims_of(token)["sub"]
+    if subject.startswith("u-"):
+        assert subject == f"u-{genuine}", (claim, subject)
+    else:
+        assert claim.get("user_id") is None and claim.get("user_hash") is None, claim
 
 
 @settings(FUZZ, max_examples=250)
@@ -453,11 +456,7 @@ def test_host_claims_in_session_request(web: Web, logs: Any, claim: dict[str, An
                 assert events[-1][1]["code"] in ("identity_refused", "bad_request"), events
                 assert genuine is None, claim
                 return
-            subject = claims_of(confirmed[0])["sub"]
-            if subject.startswith("u-"):
-                assert subject == f"u-{genuine}", (claim, subject)
-            else:
-                assert claim.get("user_id") is None and claim.get("user_hash") is None, claim
+            assert_confirmed_as(confirmed[0], genuine, claim)
         finally:
             await client.close()
 
