@@ -1,6 +1,7 @@
 """Idle app WebSockets on one `bot run`: memory, Redis connections, push latency.
 
     .venv/bin/python bench/app_sockets.py --counts 1000 5000 --label after
+    .venv/bin/python bench/app_sockets.py --counts 5000 --web-share 0.5 --label mixed
 
 Starts `bot run --no-train` (its own embedded Redis on a free port, so
 connected_clients counts only this server's clients plus this script's two),
@@ -12,6 +13,12 @@ lets them sit idle, then reports:
 - push latency for a sample of the sockets: `Outbox.append` in this process (the
   path `bot push` and the desk take) → the frame arriving on that socket, one
   at a time, p50 / p99 / max.
+
+With `--web-share F`, that share of the N sockets are the web widget's
+socket.io connections instead (each with its visitor session, as the widget
+opens it; the per-address limits raised for the one address they all come
+from), pushed to through the web channel's output from this process (the
+write-only socket.io Redis manager the desk uses) → their `bot_uttered`.
 
 To measure other code, run with PYTHONPATH pointing at another checkout (e.g.
 `git worktree add /tmp/app-before <commit>`, with models/ symlinked) and
@@ -41,8 +48,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import jwt
 import psutil
+import socketio
 import websockets
 from redis import asyncio as aioredis
 
@@ -56,6 +65,12 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+if not hasattr(aiohttp, "ClientWSTimeout"):
+    # python-engineio 4.15's websocket client names aiohttp 3.10's ClientWSTimeout;
+    # Rasa pins aiohttp 3.9, whose ws_connect takes the close timeout as a number.
+    aiohttp.ClientWSTimeout = lambda ws_close=10.0, **_: ws_close  # type: ignore[attr-defined]
 
 
 def raise_open_files(needed: int) -> dict[str, int]:
@@ -86,6 +101,9 @@ def start_server(tree: Path, var_dir: Path) -> tuple[subprocess.Popen[bytes], di
         BOT_API_TOKEN=API_TOKEN,
         APP_JWT_ALGORITHM="HS256",
         APP_JWT_KEY=JWT_KEY,
+        # Every web socket here comes from 127.0.0.1: one address's limits would refuse them.
+        WEB_CONNECTS_PER_MINUTE="1000000",
+        WEB_NEW_VISITORS_PER_HOUR="1000000",
     )
     bot = str(Path(sys.executable).with_name("bot"))
     log = (var_dir / "bot-run.out").open("w")
@@ -117,6 +135,14 @@ def stop_server(process: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+def embedded_redis_url(var_dir: Path, port: int) -> str:
+    """The embedded Redis asks for the password `bot run` wrote into its config."""
+    config = (var_dir / "redis" / "redis.conf").read_text()
+    password = next(line.split(None, 1)[1] for line in config.splitlines()
+                    if line.startswith("requirepass "))
+    return f"redis://:{password}@127.0.0.1:{port}/0"
 
 
 def rasa_process(process: subprocess.Popen[bytes], port: int) -> psutil.Process:
@@ -159,21 +185,89 @@ async def open_socket(base: str, semaphore: asyncio.Semaphore) -> Socket:
     return Socket(customer, ws)
 
 
+class WebSocket:
+    """One widget connection with its visitor session; records bot_uttered arrivals."""
+
+    def __init__(self) -> None:
+        self.arrived: dict[str, float] = {}
+        self.conversation = ""
+        self.sio = socketio.AsyncClient(reconnection=False)
+        self.sio.on("bot_uttered", self._heard)
+        self._confirmed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self.sio.on("session_confirm", self._confirm)
+
+    async def _heard(self, data: Any = None) -> None:
+        if isinstance(data, dict):
+            self.arrived[data.get("text", "")] = time.monotonic()
+
+    async def _confirm(self, data: Any = None) -> None:
+        if not self._confirmed.done():
+            self._confirmed.set_result(data)
+
+    async def open(self, base: str, semaphore: asyncio.Semaphore) -> WebSocket:
+        async with semaphore:
+            await self.sio.connect(base, socketio_path="/socket.io", transports=["websocket"],
+                                   wait_timeout=60)
+            await self.sio.emit("session_request", {"session_id": None})
+            token = await asyncio.wait_for(self._confirmed, 60)
+        subject = jwt.decode(token, options={"verify_signature": False})["sub"]
+        self.conversation = f"web:{subject}"
+        return self
+
+    async def close(self) -> None:
+        await self.sio.disconnect()
+
+
+async def push_latencies(
+    targets: list[Any], send: Any, conversation: Any
+) -> tuple[list[float], int]:
+    """One push at a time to each target; (latencies in ms, how many never came in 5 s)."""
+    latencies, lost = [], 0
+    for i, target in enumerate(targets):
+        text = f"push {i}"
+        sent = time.monotonic()
+        await send(conversation(target), text)
+        deadline = sent + 5
+        while text not in target.arrived and time.monotonic() < deadline:
+            await asyncio.sleep(0.001)
+        if text in target.arrived:
+            latencies.append((target.arrived[text] - sent) * 1000)
+        else:
+            lost += 1
+    return latencies, lost
+
+
+def push_figures(prefix: str, latencies: list[float], lost: int) -> dict[str, Any]:
+    return {
+        f"{prefix}push_sample": len(latencies),
+        f"{prefix}push_not_received_in_5s": lost,
+        f"{prefix}push_ms_p50": round(statistics.median(latencies), 1) if latencies else None,
+        f"{prefix}push_ms_p99": round(percentile(latencies, 0.99), 1) if latencies else None,
+        f"{prefix}push_ms_max": round(max(latencies), 1) if latencies else None,
+    }
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-async def measure(count: int, tree: Path, sample: int, idle_seconds: float) -> dict[str, Any]:
+async def measure(
+    count: int, tree: Path, sample: int, idle_seconds: float, web_share: float = 0.0
+) -> dict[str, Any]:
     from connectors.app.outbox import Outbox, OutboxConfig  # from the measured tree
+    from connectors.web.channel import WebOutput, _RedisEmitter
 
+    web_count = round(count * web_share)
+    app_count = count - web_count
     with tempfile.TemporaryDirectory(prefix="app-sockets-") as tmp:
         var_dir = Path(tmp) / "var"
         var_dir.mkdir()
         process, ports = start_server(tree, var_dir)
-        redis_url = f"redis://127.0.0.1:{ports['redis']}/0"
+        redis_url = embedded_redis_url(var_dir, ports["redis"])
         redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
         sockets: list[Socket] = []
+        web_sockets: list[WebSocket] = []
         try:
             server = rasa_process(process, ports["rasa"])
             rss_idle_server = server.memory_info().rss
@@ -181,46 +275,50 @@ async def measure(count: int, tree: Path, sample: int, idle_seconds: float) -> d
             semaphore = asyncio.Semaphore(50)
             started = time.monotonic()
             sockets = list(
-                await asyncio.gather(*(open_socket(base, semaphore) for _ in range(count)))
+                await asyncio.gather(*(open_socket(base, semaphore) for _ in range(app_count)))
             )
+            web_sockets = list(await asyncio.gather(
+                *(WebSocket().open(base, semaphore) for _ in range(web_count))
+            ))
             opened_in = time.monotonic() - started
             await asyncio.sleep(idle_seconds)
             rss = server.memory_info().rss
             clients = (await redis.info("clients"))["connected_clients"]
 
-            outbox = Outbox(OutboxConfig(), redis_url=redis_url)
-            step = max(1, count // sample)
-            latencies = []
-            lost = 0
-            for i, target in enumerate(sockets[::step][:sample]):
-                text = f"push {i}"
-                sent = time.monotonic()
-                await outbox.append(target.customer, {"text": text})
-                deadline = sent + 5
-                while text not in target.arrived and time.monotonic() < deadline:
-                    await asyncio.sleep(0.001)
-                if text in target.arrived:
-                    latencies.append((target.arrived[text] - sent) * 1000)
-                else:
-                    lost += 1
+            figures: dict[str, Any] = {}
+            if sockets:
+                outbox = Outbox(OutboxConfig(), redis_url=redis_url)
+
+                async def to_app(customer: str, text: str) -> None:
+                    await outbox.append(customer, {"text": text})
+
+                targets = sockets[:: max(1, len(sockets) // sample)][:sample]
+                figures.update(push_figures(
+                    "", *await push_latencies(targets, to_app, lambda s: s.customer)
+                ))
+            if web_sockets:
+                output = WebOutput(_RedisEmitter(redis_url))
+                web_targets = web_sockets[:: max(1, len(web_sockets) // sample)][:sample]
+                figures.update(push_figures("web_", *await push_latencies(
+                    web_targets, output.send_text_message, lambda s: s.conversation
+                )))
             clients_after = (await redis.info("clients"))["connected_clients"]
             return {
                 "sockets": count,
+                "app_sockets": app_count,
+                "web_sockets": web_count,
                 "opened_in_s": round(opened_in, 1),
                 "rss_mb_before_sockets": round(rss_idle_server / 2**20),
                 "rss_mb": round(rss / 2**20),
                 "redis_connected_clients": clients,
                 "redis_connected_clients_after_pushes": clients_after,
-                "push_sample": len(latencies),
-                "push_not_received_in_5s": lost,
-                "push_ms_p50": round(statistics.median(latencies), 1) if latencies else None,
-                "push_ms_p99": round(percentile(latencies, 0.99), 1) if latencies else None,
-                "push_ms_max": round(max(latencies), 1) if latencies else None,
+                **figures,
             }
         finally:
             for s in sockets:
                 s.reader.cancel()
             await asyncio.gather(*(s.ws.close() for s in sockets), return_exceptions=True)
+            await asyncio.gather(*(w.close() for w in web_sockets), return_exceptions=True)
             await redis.close()
             stop_server(process)
 
@@ -231,13 +329,16 @@ async def main() -> None:
     parser.add_argument("--sample", type=int, default=200, help="sockets pushed to")
     parser.add_argument("--idle", type=float, default=5.0, help="seconds idle before measuring")
     parser.add_argument("--tree", type=Path, default=ROOT, help="checkout `bot run` runs in")
+    parser.add_argument("--web-share", type=float, default=0.0,
+                        help="share of the sockets that are the web widget's (socket.io)")
     parser.add_argument("--label", default="after")
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/app-sockets.json")
     args = parser.parse_args()
     limits = raise_open_files(2 * max(args.counts) + 500)
     runs = []
     for count in args.counts:
-        result = await measure(count, args.tree.resolve(), args.sample, args.idle)
+        result = await measure(count, args.tree.resolve(), args.sample, args.idle,
+                               args.web_share)
         print(json.dumps(result), flush=True)
         runs.append(result)
     stored = json.loads(args.out.read_text()) if args.out.exists() else {}
